@@ -1,0 +1,25 @@
+"""ssal_keras: Self-Supervised Autogenous Learning (SSAL) for Keras 3 / TensorFlow."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ssal_keras",
+    version="0.1.0",
+    description="Self-Supervised Autogenous Learning (SSAL) branches for Keras classifiers",
+    packages=find_packages(include=["ssal_keras", "ssal_keras.*"]),
+    python_requires=">=3.10,<3.13",
+    # The ranges tested in CI (BUILD_NOTES.md, "Versions"). Keras is pinned to the 3.15
+    # line: several 3.x releases broke multi-output losses and metrics (PITFALLS.md).
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1",
+        "tensorflow-datasets>=4.9.9,<5",
+        "keras-cv>=0.9,<0.10",
+        "onnx>=1.17",
+        "tf2onnx>=1.17,<1.18",
+        "onnxruntime>=1.20",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)

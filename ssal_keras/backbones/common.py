@@ -1,0 +1,117 @@
+"""Pieces shared by the backbone families: argument checks, padded convs, the classifier.
+
+Every family builder validates its arguments first (STYLE.md point 5): errors name the
+argument, the value received and what would be valid, on one line.
+"""
+
+import keras
+from keras import layers
+
+from ssal_keras import blocks
+
+
+def check_num_classes(num_classes):
+    """Returns ``num_classes`` if it is an int >= 2, else raises ``ValueError``."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}"
+        )
+    return num_classes
+
+
+def check_input_shape(input_shape, *, min_size=1):
+    """Returns ``input_shape`` as a tuple ``(height, width, channels)``.
+
+    Args:
+        input_shape: tuple. ``(height, width, channels)``, channels last; height and width
+            may be ``None`` (any size), channels must be a positive int.
+        min_size: int. Smallest static height/width the network accepts (its total
+            downsampling factor).
+
+    Raises:
+        ValueError: when the shape is not three dimensions, or a dimension is invalid.
+    """
+    def _bad(reason):
+        return ValueError(
+            f"`input_shape` must be (height, width, channels) with channels a positive int "
+            f"and static height/width >= {min_size} ({reason}). "
+            f"Received: input_shape={input_shape!r}"
+        )
+
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise _bad("not three dimensions")
+    height, width, channels = input_shape
+    for dim in (height, width, channels):
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise _bad("dimensions must be ints or None")
+    if channels is None or channels < 1:
+        raise _bad("bad channels")
+    for dim in (height, width):
+        if dim is not None and dim < min_size:
+            raise _bad("spatial size too small")
+    return (height, width, channels)
+
+
+def check_positive_int(value, *, arg):
+    """Returns ``value`` if it is a positive int, else raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
+    return value
+
+
+def check_positive_ints(value, *, arg, length=None):
+    """Returns ``value`` as a tuple of positive ints, else raises ``ValueError``."""
+    ok = isinstance(value, (tuple, list)) and len(value) > 0
+    ok = ok and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    )
+    if ok and length is not None:
+        ok = len(value) == length
+    if not ok:
+        what = "a non-empty tuple of positive ints"
+        if length is not None:
+            what = f"a tuple of {length} positive ints"
+        raise ValueError(f"`{arg}` must be {what}. Received: {arg}={value!r}")
+    return tuple(value)
+
+
+def conv(x, filters, kernel_size, *, strides=1, use_bias=False, name):
+    """A "same"-padded convolution named ``name``, with or without a bias.
+
+    Without a bias this is ``blocks.conv``. The authors' Keras ResNets and WRNs left Keras's
+    default ``use_bias=True`` on every conv, so the paper's variants ask for biases to
+    reproduce the paper's parameter counts (supplement Tables 1-3).
+
+    Args:
+        x: tensor. NHWC input.
+        filters: int. Output channels.
+        kernel_size: int. Square kernel size.
+        strides: int. Square stride.
+        use_bias: bool. Whether the convolution adds a bias.
+        name: str. The layer's name.
+    """
+    if not use_bias:
+        return blocks.conv(x, filters, kernel_size, strides=strides, name=name)
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=True,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
+
+
+def classifier(x, *, num_classes):
+    """The base classifier: global average pooling then a softmax dense layer.
+
+    Layer names follow ``keras.applications``: ``avg_pool`` and ``predictions``.
+    """
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+
+
+def model_input(input_shape):
+    """The model's input layer, named ``input``."""
+    return keras.Input(shape=input_shape, name="input")

@@ -1,0 +1,108 @@
+"""DenseNet-BC (Huang et al. 2017) for 32x32 inputs.
+
+Supplement section B (Table 4), SPEC section 3. Layout, as in the DenseNet authors' CIFAR
+models (all convs bias-free, no dropout):
+
+* stem: conv3x3 with ``2 * growth_rate`` filters (no BN-ReLU: every dense layer starts
+  with its own);
+* three dense blocks of ``(depth - 4) / 6`` bottleneck layers
+  BN-ReLU-conv1x1 (``4 * growth_rate``), BN-ReLU-conv3x3 (``growth_rate``), whose output is
+  concatenated to the layer's input;
+* between blocks, transitions BN-ReLU-conv1x1 (``floor(compression * channels)``) then 2x2
+  average pooling (stride 2);
+* final BN-ReLU, global average pooling, softmax dense layer.
+
+Layer names (fixed, tested): ``stem_conv``, ``stem_out``; bottleneck layer ``b`` of dense
+block ``s``: ``stage{s}_block{b}_0_bn`` / ``_0_relu``, ``_1_conv`` / ``_1_bn`` /
+``_1_relu``, ``_2_conv`` and its output, the concatenation, ``stage{s}_block{b}_out``;
+transition ``t`` (after dense block ``t``): ``transition{t}_bn`` / ``_relu`` / ``_conv``
+and its output, the average pool, ``transition{t}_out`` (the input of dense block
+``t + 1``); ``post_bn``, ``post_relu``, ``avg_pool``, ``predictions``.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from ssal_keras import blocks
+from ssal_keras.backbones import common
+
+# Variants (supplement Table 4). DenseNet-BC-depth-growth_rate.
+DENSENET_BC_SPECS = {
+    "densenet_bc_100_12": dict(depth=100, growth_rate=12, compression=0.5),
+    "densenet_bc_190_40": dict(depth=190, growth_rate=40, compression=0.5),
+}
+
+
+def _dense_layer(x, growth_rate, *, name):
+    """One bottleneck layer: BN-ReLU-conv1x1 (4k), BN-ReLU-conv3x3 (k), concatenated."""
+    y = blocks.bn_relu(x, name=f"{name}_0")
+    y = blocks.conv(y, 4 * growth_rate, 1, name=f"{name}_1_conv")
+    y = blocks.bn_relu(y, name=f"{name}_1")
+    y = blocks.conv(y, growth_rate, 3, name=f"{name}_2_conv")
+    return layers.Concatenate(axis=-1, name=f"{name}_out")([x, y])
+
+
+def _transition(x, compression, *, name):
+    """BN-ReLU-conv1x1 (compressed channels), then 2x2 average pooling."""
+    channels = int(math.floor(x.shape[-1] * compression))
+    x = blocks.bn_relu(x, name=name)
+    x = blocks.conv(x, channels, 1, name=f"{name}_conv")
+    return layers.AveragePooling2D(pool_size=2, strides=2, name=f"{name}_out")(x)
+
+
+def densenet_bc(
+    *, depth, growth_rate, compression=0.5, num_classes, input_shape, name="densenet_bc"
+):
+    """Builds a DenseNet-BC classifier (supplement Table 4, SPEC section 3).
+
+    Variants: ``DENSENET_BC_SPECS``. The smallest variant, for tests::
+
+        densenet_bc(depth=10, growth_rate=4, num_classes=10, input_shape=(16, 16, 3))
+
+    Args:
+        depth: int. Network depth; ``depth - 4`` must be a positive multiple of 6
+            (``(depth - 4) / 6`` bottleneck layers per dense block).
+        growth_rate: int. Channels ``k`` added by each bottleneck layer.
+        compression: float. Fraction of channels kept by a transition, in (0, 1].
+        num_classes: int. Number of classes (>= 2).
+        input_shape: tuple. ``(height, width, channels)``.
+        name: str. The model's name.
+
+    Returns:
+        A functional ``keras.Model`` mapping images to class probabilities.
+
+    Raises:
+        ValueError: on an invalid argument.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        raise ValueError(
+            "`depth` must be an int with depth - 4 a positive multiple of 6 (10, 16, ..., "
+            f"100, ..., 190). Received: depth={depth!r}"
+        )
+    common.check_positive_int(growth_rate, arg="growth_rate")
+    if isinstance(compression, bool) or not isinstance(compression, (int, float)) or not (
+        0.0 < compression <= 1.0
+    ):
+        raise ValueError(
+            f"`compression` must be a number in (0, 1]. Received: compression={compression!r}"
+        )
+    common.check_num_classes(num_classes)
+    input_shape = common.check_input_shape(input_shape, min_size=4)
+    layers_per_block = (depth - 4) // 6
+
+    # Layers.
+    inputs = common.model_input(input_shape)
+    x = blocks.conv(inputs, 2 * growth_rate, 3, name="stem_conv")
+    x = layers.Identity(name="stem_out")(x)
+    for s in range(1, 4):
+        for b in range(1, layers_per_block + 1):
+            x = _dense_layer(x, growth_rate, name=f"stage{s}_block{b}")
+        if s < 3:
+            x = _transition(x, compression, name=f"transition{s}")
+    x = blocks.bn_relu(x, name="post")
+    outputs = common.classifier(x, num_classes=num_classes)
+
+    # Functional model.
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,48 @@
+"""Plumbing shared by the command-line entry points: one-line errors, never a traceback.
+
+Each entry module defines its own absl flags (never imported from the package, so flags are
+defined once: PITFALLS.md) and hands its body to ``run``.
+"""
+
+import sys
+
+from absl import app, flags
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its input files: reported as one line."""
+
+
+def fail(prog, message, exit_code=EXIT_USAGE):
+    """Prints ``{prog}: error: {message}`` as a single line on stderr and exits."""
+    line = " ".join(str(message).split())
+    print(f"{prog}: error: {line}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError)):
+    """Parses the flags and runs ``body()``; flag and user errors become one-line failures.
+
+    Args:
+        body: callable. The program, taking no arguments (it reads its flags).
+        prog: str. The program's name in error lines, e.g. ``"group"``.
+        user_errors: tuple of exception types. Errors that are the user's to fix.
+    """
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:  # absl's own message spans several lines
+            fail(prog, error)
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(prog, f"unexpected arguments {' '.join(argv[1:])}; flags are --name=value.")
+        try:
+            body()
+        except user_errors as error:
+            fail(prog, error)
+
+    app.run(main, flags_parser=parse)

@@ -1,0 +1,398 @@
+"""Tests of ssal_keras.backbones: the seven paper backbones (SPEC section 3), their taps
+(SPEC section 4), tiny variants of each family, save/load, and argument errors.
+
+The big models are built once per module (``_big``) and never trained; everything that
+runs data uses tiny variants or a single image.
+"""
+
+import functools
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from ssal_keras import backbones
+from ssal_keras.backbones import Tap
+
+_NUM_CLASSES = {
+    "resnet18_tiny_imagenet": 200,
+    "resnet50_cifar": 100,
+    "se_wrn_16_8": 100,
+    "wrn_28_10": 100,
+    "densenet_bc_100_12": 100,
+    "densenet_bc_190_40": 100,
+    "resnet50_imagenet": 1000,
+}
+
+# Keras count_params() (BatchNorm moving statistics included): ours, pinned exactly, and the
+# paper's figure (SPEC section 3). Ours are within 0.12% of every figure.
+_PARAMS = {
+    "resnet18_tiny_imagenet": (11_289_928, 11.29e6),  # SPEC: "about 11.29M"
+    "resnet50_cifar": (23_772_644, 23.8e6),
+    "se_wrn_16_8": (11_107_156, 11.1e6),
+    "wrn_28_10": (36_564_932, 36.6e6),
+    # No figure in the SPEC; the DenseNet paper gives 0.8M for DenseNet-BC 100-12 (CIFAR):
+    # our trainable weights number 800,032 (plus 23,988 BN moving statistics).
+    "densenet_bc_100_12": (824_020, None),
+    "densenet_bc_190_40": (26_078_580, 26.1e6),
+    "resnet50_imagenet": (25_636_712, 25_636_712),  # keras.applications.ResNet50, exactly
+}
+
+# (layer_name, channels, stride) of the stem and stage-end taps.
+_STAGE_TAPS = {
+    "resnet18_tiny_imagenet": {
+        "stem": ("stem_out", 64, 4),
+        "stage1": ("stage1_block2_out", 64, 4),
+        "stage2": ("stage2_block2_out", 128, 8),
+        "stage3": ("stage3_block2_out", 256, 16),
+        "stage4": ("stage4_block2_out", 512, 32),
+    },
+    "resnet50_cifar": {
+        "stem": ("stem_out", 64, 1),
+        "stage1": ("stage1_block3_out", 256, 1),
+        "stage2": ("stage2_block4_out", 512, 2),
+        "stage3": ("stage3_block6_out", 1024, 4),
+        "stage4": ("stage4_block3_out", 2048, 4),  # Conv5 stays 8x8
+    },
+    "se_wrn_16_8": {
+        "stem": ("stem_out", 16, 1),
+        "stage1": ("stage1_block2_out", 128, 1),
+        "stage2": ("stage2_block2_out", 256, 2),
+        "stage3": ("stage3_block2_out", 512, 4),
+    },
+    "wrn_28_10": {
+        "stem": ("stem_out", 16, 1),
+        "stage1": ("stage1_block4_out", 160, 1),
+        "stage2": ("stage2_block4_out", 320, 2),
+        "stage3": ("stage3_block4_out", 640, 4),
+    },
+    "densenet_bc_100_12": {
+        "stem": ("stem_out", 24, 1),
+        "stage1": ("stage1_block16_out", 216, 1),
+        "transition1": ("transition1_out", 108, 2),
+        "stage2": ("stage2_block16_out", 300, 2),
+        "transition2": ("transition2_out", 150, 4),
+        "stage3": ("stage3_block16_out", 342, 4),
+    },
+    "densenet_bc_190_40": {
+        "stem": ("stem_out", 80, 1),
+        "stage1": ("stage1_block31_out", 1320, 1),
+        "transition1": ("transition1_out", 660, 2),
+        "stage2": ("stage2_block31_out", 1900, 2),
+        "transition2": ("transition2_out", 950, 4),
+        "stage3": ("stage3_block31_out", 2190, 4),
+    },
+    "resnet50_imagenet": {
+        "stem": ("pool1_pool", 64, 4),
+        "stage1": ("conv2_block3_out", 256, 4),
+        "stage2": ("conv3_block4_out", 512, 8),
+        "stage3": ("conv4_block6_out", 1024, 16),
+        "stage4": ("conv5_block3_out", 2048, 32),
+    },
+}
+
+# The SPEC section 4 positions: (tap, layer_name, channels, stride).
+_PAPER_POSITIONS = {
+    "resnet18_tiny_imagenet": [
+        ("stage1", "stage1_block2_out", 64, 4),
+        ("stage2", "stage2_block2_out", 128, 8),
+    ],
+    "resnet50_cifar": [
+        ("stage1", "stage1_block3_out", 256, 1),
+        ("stage2", "stage2_block4_out", 512, 2),
+        ("stage3", "stage3_block6_out", 1024, 4),
+    ],
+    "se_wrn_16_8": [
+        ("stage1_block1", "stage1_block1_out", 128, 1),
+        ("stage2_block1", "stage2_block1_out", 256, 2),
+        ("stage2", "stage2_block2_out", 256, 2),
+    ],
+    "wrn_28_10": [
+        ("stage1_block2", "stage1_block2_out", 160, 1),
+        ("stage2_block2", "stage2_block2_out", 320, 2),
+        ("stage2", "stage2_block4_out", 320, 2),
+    ],
+    "densenet_bc_100_12": [
+        ("stage1", "stage1_block16_out", 216, 1),
+        ("transition1", "transition1_out", 108, 2),
+        ("transition2", "transition2_out", 150, 4),
+    ],
+    "densenet_bc_190_40": [
+        ("stage1", "stage1_block31_out", 1320, 1),
+        ("transition1", "transition1_out", 660, 2),
+        ("transition2", "transition2_out", 950, 4),
+    ],
+    "resnet50_imagenet": [
+        ("stage1", "conv2_block3_out", 256, 4),
+        ("stage2", "conv3_block4_out", 512, 8),
+        ("stage3", "conv4_block6_out", 1024, 16),
+    ],
+}
+
+# Number of friendly taps: stem + blocks + stage ends (+ DenseNet transitions).
+_NUM_TAPS = {
+    "resnet18_tiny_imagenet": 1 + 8 + 4,
+    "resnet50_cifar": 1 + 16 + 4,
+    "se_wrn_16_8": 1 + 6 + 3,
+    "wrn_28_10": 1 + 12 + 3,
+    "densenet_bc_100_12": 1 + 48 + 3 + 2,
+    "densenet_bc_190_40": 1 + 93 + 3 + 2,
+    "resnet50_imagenet": 1 + 16 + 4,
+}
+
+NAMES = list(backbones.BACKBONE_NAMES)
+
+
+@functools.lru_cache(maxsize=None)
+def _big(name):
+    """Each paper backbone, built once per test module (never trained)."""
+    return backbones.build(name, num_classes=_NUM_CLASSES[name])
+
+
+def test_registry_names():
+    assert NAMES == list(_NUM_CLASSES)
+    assert set(backbones.PAPER_TAPS) == set(NAMES)
+    assert set(backbones.DEFAULT_INPUT_SHAPES) == set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count(name):
+    ours, paper = _PARAMS[name]
+    count = _big(name).count_params()
+    assert count == ours
+    if paper is not None:
+        assert abs(count - paper) / paper < 0.005
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_is_softmax_over_classes(name):
+    model = _big(name)
+    num_classes = _NUM_CLASSES[name]
+    assert isinstance(model, keras.Model)
+    assert model.name == name
+    assert tuple(model.input.shape) == (None, *backbones.DEFAULT_INPUT_SHAPES[name])
+    assert tuple(model.output.shape) == (None, num_classes)
+    assert model.get_layer("avg_pool") is not None
+    assert model.get_layer("predictions").activation is keras.activations.softmax
+    image = np.random.default_rng(0).random((1, *backbones.DEFAULT_INPUT_SHAPES[name]))
+    probs = keras.ops.convert_to_numpy(model(image.astype("float32"), training=False))
+    assert probs.shape == (1, num_classes)
+    assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_tap_positions(name):
+    model = _big(name)
+    named = backbones.taps(model)
+    assert backbones.PAPER_TAPS[name] == tuple(t for t, *_ in _PAPER_POSITIONS[name])
+    for tap, layer_name, channels, stride in _PAPER_POSITIONS[name]:
+        assert named[tap] == Tap(tap, layer_name, channels, stride)
+        assert backbones.resolve_tap(model, tap) == named[tap]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stage_taps_and_order(name):
+    model = _big(name)
+    named = backbones.taps(model)
+    assert len(named) == _NUM_TAPS[name]
+    for tap, (layer_name, channels, stride) in _STAGE_TAPS[name].items():
+        assert named[tap] == Tap(tap, layer_name, channels, stride)
+    # Ordered by depth: layer positions never decrease along the dict.
+    position = {layer.name: i for i, layer in enumerate(model.layers)}
+    order = [position[t.layer_name] for t in named.values()]
+    assert order == sorted(order)
+    assert next(iter(named)) == "stem"
+    # Every tap's channels and stride agree with its layer's output.
+    height = model.input.shape[1]
+    for tap in named.values():
+        shape = model.get_layer(tap.layer_name).output.shape
+        assert (tap.channels, tap.stride) == (shape[-1], height // shape[1])
+
+
+@pytest.mark.parametrize("name", ["resnet50_cifar", "wrn_28_10", "densenet_bc_190_40"])
+def test_fixed_layer_names(name):
+    model = _big(name)
+    layer_names = {layer.name for layer in model.layers}
+    assert {"input", "stem_out", "stage1_block1_out", "avg_pool", "predictions"} <= layer_names
+    expected = {
+        "resnet50_cifar": ["stem_conv", "stage2_block1_0_conv", "stage2_block3_2_conv",
+                           "stage2_block3_preact_bn", "post_relu"],
+        "wrn_28_10": ["stem_conv", "stage2_block1_0_conv", "stage2_block3_2_bn",
+                      "stage3_block4_2_relu"],
+        "densenet_bc_190_40": ["stem_conv", "stage2_block3_1_conv", "transition1_conv",
+                               "post_bn"],
+    }[name]
+    assert set(expected) <= layer_names
+
+
+def test_resolve_tap_accepts_any_4d_layer():
+    model = _big("resnet50_cifar")
+    tap = backbones.resolve_tap(model, "stage2_block3_2_conv")
+    assert tap == Tap("stage2_block3_2_conv", "stage2_block3_2_conv", 128, 2)
+    imagenet = _big("resnet50_imagenet")
+    assert backbones.resolve_tap(imagenet, "conv1_relu") == Tap(
+        "conv1_relu", "conv1_relu", 64, 2
+    )
+
+
+# Tiny variants of each family (the docstring examples of the builders).
+TINY = {
+    "preact_basic": lambda: backbones.preact_resnet(
+        block="basic", stage_blocks=(1, 1), stage_widths=(8, 16), stage_strides=(1, 2),
+        stem_filters=8, stem_kernel=3, stem_strides=1, stem_pool=False, num_classes=10,
+        input_shape=(16, 16, 3)),
+    "preact_bottleneck_pool": lambda: backbones.preact_resnet(
+        block="bottleneck", stage_blocks=(2, 1), stage_widths=(4, 8), stage_strides=(1, 2),
+        stem_filters=8, stem_kernel=7, stem_strides=2, stem_pool=True, use_bias=True,
+        num_classes=5, input_shape=(16, 16, 3)),
+    "wrn": lambda: backbones.wide_resnet(
+        depth=10, width=1, num_classes=10, input_shape=(16, 16, 3)),
+    "se_wrn": lambda: backbones.wide_resnet(
+        depth=10, width=2, se_reduction=4, use_bias=True, num_classes=7,
+        input_shape=(16, 16, 3)),
+    "densenet_bc": lambda: backbones.densenet_bc(
+        depth=10, growth_rate=4, num_classes=10, input_shape=(16, 16, 3)),
+}
+
+
+@pytest.mark.parametrize("variant", list(TINY))
+def test_tiny_variant_forward(variant):
+    model = TINY[variant]()
+    images = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
+    probs = keras.ops.convert_to_numpy(model(images, training=False))
+    assert probs.shape == (2, model.output.shape[-1])
+    assert np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    named = backbones.taps(model)
+    assert "stem" in named and "stage1" in named and "stage1_block1" in named
+
+
+@pytest.mark.parametrize("variant", list(TINY))
+def test_tiny_variant_save_load(variant, tmp_path):
+    model = TINY[variant]()
+    images = np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    path = os.path.join(tmp_path, f"{variant}.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert restored.name == model.name
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(images, training=False)), expected
+    )
+    assert backbones.taps(restored) == backbones.taps(model)
+
+
+def test_other_models_taps():
+    # A keras.applications-style model: every 4-D layer named ``*_out``.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="a_out")(inputs)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="b_out")(x)
+    y = keras.layers.GlobalAveragePooling2D(name="gap_out")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(y))
+    assert backbones.taps(model) == {
+        "a_out": Tap("a_out", "a_out", 4, 1),
+        "b_out": Tap("b_out", "b_out", 6, 2),
+    }
+    # No ``_out`` layers: no named taps, but any 4-D layer still resolves.
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    assert backbones.taps(model) == {}
+    assert backbones.resolve_tap(model, "conv") == Tap("conv", "conv", 4, None)
+    with pytest.raises(ValueError, match=r"Valid 4-D layer names: \[.*conv\]"):
+        backbones.resolve_tap(model, "nope")
+
+
+def test_resnet50_imagenet_save_load_is_plain_functional(tmp_path):
+    model = backbones.build("resnet50_imagenet", num_classes=3, input_shape=(32, 32, 3))
+    images = np.random.default_rng(3).random((1, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    path = os.path.join(tmp_path, "r50.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert type(restored).__name__ == "Functional"
+    assert restored.name == "resnet50_imagenet"
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(images, training=False)), expected
+    )
+    assert backbones.taps(restored)["stage3"] == Tap("stage3", "conv4_block6_out", 1024, 16)
+
+
+def _one_line(excinfo):
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError) as excinfo:
+        backbones.build("resnet34", num_classes=10)
+    message = _one_line(excinfo)
+    assert "`name`" in message and "name='resnet34'" in message
+    assert all(name in message for name in NAMES)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, 2.0, True, None])
+def test_bad_num_classes(num_classes):
+    with pytest.raises(ValueError, match="`num_classes`.*Received: num_classes=") as excinfo:
+        backbones.build("wrn_28_10", num_classes=num_classes)
+    _one_line(excinfo)
+
+
+@pytest.mark.parametrize(
+    "input_shape", [(32, 32), (32, 32, 3, 1), "32x32", (32, 32, 0), (32, 32.0, 3), (2, 2, 3)]
+)
+def test_bad_input_shape(input_shape):
+    with pytest.raises(ValueError, match="`input_shape`.*Received: input_shape=") as excinfo:
+        backbones.build("densenet_bc_100_12", num_classes=10, input_shape=input_shape)
+    _one_line(excinfo)
+
+
+def test_bad_family_arguments():
+    with pytest.raises(ValueError, match="`depth`.*Received: depth=27"):
+        backbones.wide_resnet(depth=27, width=1, num_classes=10, input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="`depth`.*Received: depth=4"):
+        backbones.densenet_bc(depth=4, growth_rate=4, num_classes=10, input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="`compression`"):
+        backbones.densenet_bc(
+            depth=10, growth_rate=4, compression=0.0, num_classes=10, input_shape=(16, 16, 3)
+        )
+    with pytest.raises(ValueError, match="`block`.*Received: block='wide'"):
+        backbones.preact_resnet(
+            block="wide", stage_blocks=(1,), stage_widths=(8,), stage_strides=(1,),
+            stem_filters=8, stem_kernel=3, stem_strides=1, stem_pool=False, num_classes=10,
+            input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="`stage_widths`"):
+        backbones.preact_resnet(
+            block="basic", stage_blocks=(1, 1), stage_widths=(8,), stage_strides=(1, 2),
+            stem_filters=8, stem_kernel=3, stem_strides=1, stem_pool=False, num_classes=10,
+            input_shape=(16, 16, 3))
+
+
+def test_unknown_tap_lists_valid_names():
+    model = _big("resnet50_cifar")
+    with pytest.raises(ValueError) as excinfo:
+        backbones.resolve_tap(model, "stage9")
+    message = _one_line(excinfo)
+    assert "`tap`" in message and "tap='stage9'" in message
+    assert all(tap in message for tap in backbones.taps(model))
+    assert "4-D" in message and "more" not in message
+
+
+def test_unknown_tap_long_list_is_cut():
+    model = _big("densenet_bc_190_40")
+    with pytest.raises(ValueError) as excinfo:
+        backbones.resolve_tap(model, "stage4")
+    message = _one_line(excinfo)
+    assert "... and 59 more" in message  # 99 taps, the first 40 listed
+    assert "stage1_block1," in message and "transition2" not in message
+
+
+@pytest.mark.parametrize("tap", ["predictions", "avg_pool"])
+def test_non_4d_layer_is_not_a_tap(tap):
+    with pytest.raises(ValueError, match="is not a 4-D feature map") as excinfo:
+        backbones.resolve_tap(_big("wrn_28_10"), tap)
+    message = _one_line(excinfo)
+    assert f"tap={tap!r}" in message
