@@ -5,7 +5,6 @@ Every block takes a keyword-only ``name`` and names its layers ``{name}_conv``,
 (the Keras applications convention).
 """
 
-import keras
 from keras import layers
 
 # PyTorch's BatchNorm defaults, which the authors' implementation used: momentum 0.1 there
@@ -21,14 +20,18 @@ def batch_norm(x, *, name):
     )(x)
 
 
-def conv(x, filters, kernel_size, *, strides=1, padding="same", name):
-    """A bias-free convolution (a BatchNorm always follows or precedes it)."""
+def conv(x, filters, kernel_size, *, strides=1, padding="same", use_bias=False, name):
+    """A convolution, bias-free by default (a BatchNorm follows or precedes it).
+
+    The authors' Keras ResNets and WRNs kept Keras's default bias on every conv, so those
+    backbones pass ``use_bias=True`` to reproduce the paper's parameter counts (SPEC section 3).
+    """
     return layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding=padding,
-        use_bias=False,
+        use_bias=use_bias,
         kernel_initializer="he_normal",
         name=name,
     )(x)

@@ -36,6 +36,14 @@ def _backbone(num_classes):
     return backbones.build("resnet_fashion_mnist", num_classes=num_classes)
 
 
+def _optimizer(num_images):
+    """Adam with a cosine decay to zero: the last epoch settles, so one run compares to another."""
+    import keras
+
+    steps = _EPOCHS.value * -(-num_images // _BATCH_SIZE.value)
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps))
+
+
 def _fit(model, images, labels, *, label):
     start = time.time()
     model.fit(images, labels, batch_size=_BATCH_SIZE.value, epochs=_EPOCHS.value, verbose=0,
@@ -69,7 +77,7 @@ def run():
 
     print(f"1. baseline: {len(fit_index)} training images", flush=True)
     baseline = _backbone(num_classes)
-    baseline.compile(optimizer=keras.optimizers.Adam(2e-3),
+    baseline.compile(optimizer=_optimizer(len(fit_index)),
                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _fit(baseline, scale(train_images[fit_index]), train_labels[fit_index], label="baseline")
 
@@ -94,7 +102,7 @@ def run():
         ],
         alpha=0.5,
     )
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    model.compile(optimizer=_optimizer(len(fit_index)))
     _fit(model, scale(train_images[fit_index]), train_labels[fit_index], label="SSAL")
 
     print(f"4. test accuracy on {len(test_images)} images")

@@ -12,6 +12,15 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 
+def pytest_configure(config):
+    # Keras's TF backend calls np.array on TF tensors and variables; NumPy 2 warns about it
+    # (upstream, not ours).
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from a cleared Keras session and a fixed seed."""

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+import ssal_keras
 from ssal_keras import backbones
 from ssal_keras.backbones import Tap
 
@@ -23,6 +24,7 @@ _NUM_CLASSES = {
     "densenet_bc_100_12": 100,
     "densenet_bc_190_40": 100,
     "resnet50_imagenet": 1000,
+    "resnet_fashion_mnist": 10,
 }
 
 # Keras count_params() (BatchNorm moving statistics included): ours, pinned exactly, and the
@@ -37,6 +39,7 @@ _PARAMS = {
     "densenet_bc_100_12": (824_020, None),
     "densenet_bc_190_40": (26_078_580, 26.1e6),
     "resnet50_imagenet": (25_636_712, 25_636_712),  # keras.applications.ResNet50, exactly
+    "resnet_fashion_mnist": (78_042, None),  # the quick-start network, not the paper's
 }
 
 # (layer_name, channels, stride) of the stem and stage-end taps.
@@ -90,23 +93,27 @@ _STAGE_TAPS = {
         "stage3": ("conv4_block6_out", 1024, 16),
         "stage4": ("conv5_block3_out", 2048, 32),
     },
+    "resnet_fashion_mnist": {
+        "stem": ("stem_out", 16, 1),
+        "stage1": ("stage1_block1_out", 16, 1),
+        "stage2": ("stage2_block1_out", 32, 2),
+        "stage3": ("stage3_block1_out", 64, 4),
+    },
 }
 
-# The SPEC section 4 positions: (tap, layer_name, channels, stride).
+# The SPEC section 4 positions (as ssal_keras.PAPER_MODELS uses them):
+# (tap, layer_name, channels, stride).
 _PAPER_POSITIONS = {
-    "resnet18_tiny_imagenet": [
-        ("stage1", "stage1_block2_out", 64, 4),
-        ("stage2", "stage2_block2_out", 128, 8),
-    ],
+    "resnet18_tiny_imagenet": [("stage1", "stage1_block2_out", 64, 4)],
     "resnet50_cifar": [
         ("stage1", "stage1_block3_out", 256, 1),
         ("stage2", "stage2_block4_out", 512, 2),
         ("stage3", "stage3_block6_out", 1024, 4),
     ],
     "se_wrn_16_8": [
-        ("stage1_block1", "stage1_block1_out", 128, 1),
-        ("stage2_block1", "stage2_block1_out", 256, 2),
+        ("stage1", "stage1_block2_out", 128, 1),
         ("stage2", "stage2_block2_out", 256, 2),
+        ("stage3_block1", "stage3_block1_out", 512, 4),
     ],
     "wrn_28_10": [
         ("stage1_block2", "stage1_block2_out", 160, 1),
@@ -128,6 +135,10 @@ _PAPER_POSITIONS = {
         ("stage2", "conv3_block4_out", 512, 8),
         ("stage3", "conv4_block6_out", 1024, 16),
     ],
+    "resnet_fashion_mnist": [
+        ("stage1", "stage1_block1_out", 16, 1),
+        ("stage2", "stage2_block1_out", 32, 2),
+    ],
 }
 
 # Number of friendly taps: stem + blocks + stage ends (+ DenseNet transitions).
@@ -139,6 +150,7 @@ _NUM_TAPS = {
     "densenet_bc_100_12": 1 + 48 + 3 + 2,
     "densenet_bc_190_40": 1 + 93 + 3 + 2,
     "resnet50_imagenet": 1 + 16 + 4,
+    "resnet_fashion_mnist": 1 + 3 + 3,
 }
 
 NAMES = list(backbones.BACKBONE_NAMES)
@@ -152,7 +164,6 @@ def _big(name):
 
 def test_registry_names():
     assert NAMES == list(_NUM_CLASSES)
-    assert set(backbones.PAPER_TAPS) == set(NAMES)
     assert set(backbones.DEFAULT_INPUT_SHAPES) == set(NAMES)
 
 
@@ -186,7 +197,9 @@ def test_output_is_softmax_over_classes(name):
 def test_paper_tap_positions(name):
     model = _big(name)
     named = backbones.taps(model)
-    assert backbones.PAPER_TAPS[name] == tuple(t for t, *_ in _PAPER_POSITIONS[name])
+    for config in ssal_keras.PAPER_MODELS.values():
+        if config.backbone == name:
+            assert config.taps == tuple(t for t, *_ in _PAPER_POSITIONS[name])
     for tap, layer_name, channels, stride in _PAPER_POSITIONS[name]:
         assert named[tap] == Tap(tap, layer_name, channels, stride)
         assert backbones.resolve_tap(model, tap) == named[tap]

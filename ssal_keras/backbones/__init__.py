@@ -5,14 +5,12 @@
 ``densenet_bc``, ``resnet50_imagenet``) take keyword-only arguments and build any variant,
 including tiny ones for tests. ``taps(model)`` lists a model's named feature maps with their
 channels and stride; ``resolve_tap(model, tap)`` finds one by tap or layer name.
-``PAPER_TAPS`` gives where the paper attaches its SSAL heads (SPEC section 4).
 """
 
 from ssal_keras.backbones.densenet import DENSENET_BC_SPECS, densenet_bc
 from ssal_keras.backbones.registry import (
     BACKBONE_NAMES,
     DEFAULT_INPUT_SHAPES,
-    PAPER_TAPS,
     build,
 )
 from ssal_keras.backbones.resnet import PREACT_RESNET_SPECS, preact_resnet, resnet50_imagenet
@@ -23,7 +21,6 @@ __all__ = [
     "BACKBONE_NAMES",
     "DEFAULT_INPUT_SHAPES",
     "DENSENET_BC_SPECS",
-    "PAPER_TAPS",
     "PREACT_RESNET_SPECS",
     "Tap",
     "WIDE_RESNET_SPECS",

@@ -1,4 +1,4 @@
-"""Pieces shared by the backbone families: argument checks, padded convs, the classifier.
+"""Pieces shared by the backbone families: argument checks, the input, the classifier.
 
 Every family builder validates its arguments first (STYLE.md point 5): errors name the
 argument, the value received and what would be valid, on one line.
@@ -6,8 +6,6 @@ argument, the value received and what would be valid, on one line.
 
 import keras
 from keras import layers
-
-from ssal_keras import blocks
 
 
 def check_num_classes(num_classes):
@@ -45,7 +43,7 @@ def check_input_shape(input_shape, *, min_size=1):
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
             raise _bad("dimensions must be ints or None")
     if channels is None or channels < 1:
-        raise _bad("bad channels")
+        raise _bad("channels must be a positive int")
     for dim in (height, width):
         if dim is not None and dim < min_size:
             raise _bad("spatial size too small")
@@ -73,34 +71,6 @@ def check_positive_ints(value, *, arg, length=None):
             what = f"a tuple of {length} positive ints"
         raise ValueError(f"`{arg}` must be {what}. Received: {arg}={value!r}")
     return tuple(value)
-
-
-def conv(x, filters, kernel_size, *, strides=1, use_bias=False, name):
-    """A "same"-padded convolution named ``name``, with or without a bias.
-
-    Without a bias this is ``blocks.conv``. The authors' Keras ResNets and WRNs left Keras's
-    default ``use_bias=True`` on every conv, so the paper's variants ask for biases to
-    reproduce the paper's parameter counts (supplement Tables 1-3).
-
-    Args:
-        x: tensor. NHWC input.
-        filters: int. Output channels.
-        kernel_size: int. Square kernel size.
-        strides: int. Square stride.
-        use_bias: bool. Whether the convolution adds a bias.
-        name: str. The layer's name.
-    """
-    if not use_bias:
-        return blocks.conv(x, filters, kernel_size, strides=strides, name=name)
-    return layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=True,
-        kernel_initializer="he_normal",
-        name=name,
-    )(x)
 
 
 def classifier(x, *, num_classes):

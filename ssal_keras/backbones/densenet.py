@@ -1,7 +1,7 @@
 """DenseNet-BC (Huang et al. 2017) for 32x32 inputs.
 
-Supplement section B (Table 4), SPEC section 3. Layout, as in the DenseNet authors' CIFAR
-models (all convs bias-free, no dropout):
+Supplement section B (the DenseNet-BC table), SPEC section 3. Layout, as in the DenseNet
+authors' CIFAR models and the SSAL authors' Keras code (all convs bias-free, no dropout):
 
 * stem: conv3x3 with ``2 * growth_rate`` filters (no BN-ReLU: every dense layer starts
   with its own);
@@ -28,7 +28,7 @@ from keras import layers
 from ssal_keras import blocks
 from ssal_keras.backbones import common
 
-# Variants (supplement Table 4). DenseNet-BC-depth-growth_rate.
+# Variants (supplement section B, SPEC section 3). DenseNet-BC-depth-growth_rate.
 DENSENET_BC_SPECS = {
     "densenet_bc_100_12": dict(depth=100, growth_rate=12, compression=0.5),
     "densenet_bc_190_40": dict(depth=190, growth_rate=40, compression=0.5),
@@ -55,7 +55,7 @@ def _transition(x, compression, *, name):
 def densenet_bc(
     *, depth, growth_rate, compression=0.5, num_classes, input_shape, name="densenet_bc"
 ):
-    """Builds a DenseNet-BC classifier (supplement Table 4, SPEC section 3).
+    """Builds a DenseNet-BC classifier (supplement section B, SPEC section 3).
 
     Variants: ``DENSENET_BC_SPECS``. The smallest variant, for tests::
 

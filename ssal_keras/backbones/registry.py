@@ -16,6 +16,9 @@ _BACKBONES = {
     "densenet_bc_100_12": (densenet_bc, DENSENET_BC_SPECS["densenet_bc_100_12"], (32, 32, 3)),
     "densenet_bc_190_40": (densenet_bc, DENSENET_BC_SPECS["densenet_bc_190_40"], (32, 32, 3)),
     "resnet50_imagenet": (resnet50_imagenet, {}, (224, 224, 3)),
+    "resnet_fashion_mnist": (
+        preact_resnet, PREACT_RESNET_SPECS["resnet_fashion_mnist"], (28, 28, 1)
+    ),
 }
 
 #: The registry names accepted by ``build``.
@@ -23,21 +26,6 @@ BACKBONE_NAMES = tuple(_BACKBONES)
 
 #: The paper's input shape of each backbone (``build``'s default).
 DEFAULT_INPUT_SHAPES = {name: entry[2] for name, entry in _BACKBONES.items()}
-
-#: Where the paper attaches its SSAL heads (SPEC section 4), by tap name (see ``taps``).
-#: ResNet18 (Tiny ImageNet, Table 6) has one head, attached at g1 or g2: the ends of the
-#: first two stages. SE-WRN 16-8 (2 blocks per group) follows WRN 28-10's rule "middle of
-#: group 1, middle of group 2, end of group 2" (the authors' code gives no SE-WRN positions).
-PAPER_TAPS = {
-    "resnet18_tiny_imagenet": ("stage1", "stage2"),
-    "resnet50_cifar": ("stage1", "stage2", "stage3"),
-    "se_wrn_16_8": ("stage1_block1", "stage2_block1", "stage2"),
-    "wrn_28_10": ("stage1_block2", "stage2_block2", "stage2"),
-    "densenet_bc_100_12": ("stage1", "transition1", "transition2"),
-    "densenet_bc_190_40": ("stage1", "transition1", "transition2"),
-    "resnet50_imagenet": ("stage1", "stage2", "stage3"),
-}
-
 
 def build(name, *, num_classes, input_shape=None):
     """Builds one of the paper's backbones as a functional classifier (SPEC section 3).

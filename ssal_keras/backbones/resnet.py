@@ -1,7 +1,7 @@
 """Residual networks: the full pre-activation ResNets of the CIFAR100 / Tiny ImageNet runs,
 and the standard ImageNet ResNet50 from ``keras.applications``.
 
-Supplement section B (Tables 1 and 5), SPEC section 3. The layout follows the authors' Keras
+Supplement section B (the ResNet tables), SPEC section 3. The layout follows the authors' Keras
 code (a version of raghakot/keras-resnet): all convs "same"-padded; stem conv-BN-ReLU
 (then a 3x3/2 max pool for Tiny ImageNet); blocks BN-ReLU-conv with the stride in the
 block's first conv; a projection shortcut (1x1 conv of the block's *input*, no BN) only
@@ -27,12 +27,12 @@ from keras import layers
 from ssal_keras import blocks
 from ssal_keras.backbones import common
 
-# Pre-activation ResNet variants (supplement Tables 1 and 5, SPEC section 3). Stage 1 is the
+# Pre-activation ResNet variants (supplement section B, SPEC section 3). Stage 1 is the
 # paper's Conv2; ``stage_strides`` gives the stride of each stage's first block. The
 # authors' convs carry biases (Keras's default): ``use_bias=True`` reproduces the paper's
 # parameter counts.
 PREACT_RESNET_SPECS = {
-    # Table 5: Tiny ImageNet, 64x64 inputs.
+    # Tiny ImageNet, 64x64 inputs, 200 classes.
     "resnet18_tiny_imagenet": dict(
         block="basic",
         stage_blocks=(2, 2, 2, 2),
@@ -44,7 +44,7 @@ PREACT_RESNET_SPECS = {
         stem_pool=True,
         use_bias=True,
     ),
-    # Table 1: CIFAR100, 32x32 inputs; Conv5 is not downsampled (stays 8x8).
+    # CIFAR100, 32x32 inputs; Conv5 is not downsampled (stays 8x8).
     "resnet50_cifar": dict(
         block="bottleneck",
         stage_blocks=(3, 4, 6, 3),
@@ -55,6 +55,18 @@ PREACT_RESNET_SPECS = {
         stem_strides=1,
         stem_pool=False,
         use_bias=True,
+    ),
+    # Not a paper network: the quick-start backbone for Fashion-MNIST (28x28x1), small
+    # enough to train on a 2-core CPU in minutes; stages at 28, 14 and 7 pixels.
+    "resnet_fashion_mnist": dict(
+        block="basic",
+        stage_blocks=(1, 1, 1),
+        stage_widths=(16, 32, 64),
+        stage_strides=(1, 2, 2),
+        stem_filters=16,
+        stem_kernel=3,
+        stem_strides=1,
+        stem_pool=False,
     ),
 }
 
@@ -82,7 +94,7 @@ def _preact_block(x, width, *, block, strides, preact, use_bias, name):
     """
     out_channels = width * _EXPANSION[block]
     if strides != 1 or x.shape[-1] != out_channels:
-        shortcut = common.conv(
+        shortcut = blocks.conv(
             x, out_channels, 1, strides=strides, use_bias=use_bias, name=f"{name}_0_conv"
         )
     else:
@@ -95,7 +107,7 @@ def _preact_block(x, width, *, block, strides, preact, use_bias, name):
     for i, (kernel, f) in enumerate(zip(kernels, filters), start=1):
         if i > 1:
             y = blocks.bn_relu(y, name=f"{name}_{i - 1}")
-        y = common.conv(
+        y = blocks.conv(
             y, f, kernel, strides=strides if i == 1 else 1, use_bias=use_bias,
             name=f"{name}_{i}_conv",
         )
@@ -117,7 +129,7 @@ def preact_resnet(
     input_shape,
     name="preact_resnet",
 ):
-    """Builds a full pre-activation ResNet classifier (supplement Tables 1 and 5).
+    """Builds a full pre-activation ResNet classifier (supplement section B, SPEC section 3).
 
     Layout: see the module docstring. Variants: ``PREACT_RESNET_SPECS``. A tiny variant::
 
@@ -166,7 +178,7 @@ def preact_resnet(
 
     # Layers.
     inputs = common.model_input(input_shape)
-    x = common.conv(
+    x = blocks.conv(
         inputs, stem_filters, stem_kernel, strides=stem_strides, use_bias=use_bias,
         name="stem_conv",
     )
@@ -195,7 +207,7 @@ def preact_resnet(
 
 
 def resnet50_imagenet(*, num_classes, input_shape=(224, 224, 3), name="resnet50_imagenet"):
-    """The standard ImageNet ResNet50 (SPEC section 3; supplement Table 10's backbone).
+    """The standard ImageNet ResNet50 (SPEC section 3; the backbone of supplement Table 10).
 
     Built by ``keras.applications.ResNet50(weights=None)`` (conv-BN-ReLU bottlenecks,
     7x7/2 stem, max pool, [3, 4, 6, 3] blocks) and renamed: 25,636,712 parameters for 1000

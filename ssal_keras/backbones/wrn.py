@@ -1,6 +1,6 @@
 """Wide residual networks, with optional Squeeze-and-Excitation (SE-WRN).
 
-Supplement section B (Tables 2 and 3), SPEC section 3. The supplement gives the order of
+Supplement section B (the SE-WRN and WRN tables), SPEC section 3. The supplement gives the order of
 operations as conv-BN-ReLU; as in the authors' Keras code (adapted from keras-contrib's
 ``wide_resnet``), each residual branch is
 
@@ -29,7 +29,7 @@ from keras import layers
 from ssal_keras import blocks
 from ssal_keras.backbones import common
 
-# Variants (supplement Tables 2 and 3). WRN-d-k: (d - 4) / 6 blocks per group, widths
+# Variants (supplement section B, SPEC section 3). WRN-d-k: (d - 4) / 6 blocks per group, widths
 # 16k, 32k, 64k. The authors' convs carry biases (Keras's default).
 WIDE_RESNET_SPECS = {
     "se_wrn_16_8": dict(depth=16, width=8, se_reduction=16, use_bias=True),
@@ -49,14 +49,14 @@ def _wide_block(x, filters, *, strides, se_reduction, use_bias, name):
         name: str. Prefix of the layer names, e.g. ``"stage2_block1"``.
     """
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = common.conv(
+        shortcut = blocks.conv(
             x, filters, 1, strides=strides, use_bias=use_bias, name=f"{name}_0_conv"
         )
     else:
         shortcut = x
-    y = common.conv(x, filters, 3, strides=strides, use_bias=use_bias, name=f"{name}_1_conv")
+    y = blocks.conv(x, filters, 3, strides=strides, use_bias=use_bias, name=f"{name}_1_conv")
     y = blocks.bn_relu(y, name=f"{name}_1")
-    y = common.conv(y, filters, 3, use_bias=use_bias, name=f"{name}_2_conv")
+    y = blocks.conv(y, filters, 3, use_bias=use_bias, name=f"{name}_2_conv")
     y = blocks.bn_relu(y, name=f"{name}_2")
     if se_reduction is not None:
         y = blocks.squeeze_excite(y, reduction=se_reduction, name=f"{name}_se")
@@ -75,7 +75,7 @@ def wide_resnet(
 ):
     """Builds a WRN-``depth``-``width`` classifier, SE-WRN when ``se_reduction`` is set.
 
-    Supplement Tables 2 (SE-WRN 16-8) and 3 (WRN 28-10), SPEC section 3: a conv3x3 16 stem,
+    Supplement section B (SE-WRN 16-8, WRN 28-10), SPEC section 3: a conv3x3 16 stem,
     three groups of ``(depth - 4) / 6`` wide basic blocks with widths ``16 * width``,
     ``32 * width``, ``64 * width``, stride 2 in the first block of groups 2 and 3, then
     global average pooling and a softmax dense layer. Block layout: see the module
@@ -113,7 +113,7 @@ def wide_resnet(
 
     # Layers.
     inputs = common.model_input(input_shape)
-    x = common.conv(inputs, 16, 3, use_bias=use_bias, name="stem_conv")
+    x = blocks.conv(inputs, 16, 3, use_bias=use_bias, name="stem_conv")
     x = blocks.bn_relu(x, name="stem")
     x = layers.Identity(name="stem_out")(x)
     for s, (filters, stride) in enumerate(

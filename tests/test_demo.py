@@ -1,0 +1,66 @@
+"""The demo entry point, end to end on a few hundred Fashion-MNIST images."""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import ssal_keras
+from ssal_keras import data, grouping
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(data.FASHION_MNIST_DIR),
+    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
+)
+
+
+def run_demo(*flags):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "ssal_keras.demo", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("demo: error:")]
+
+
+@needs_fashion_mnist
+def test_demo_runs_end_to_end(tmp_path):
+    result = run_demo("--train_examples=400", "--test_examples=200", "--epochs=1",
+                      f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    match = re.search(r"baseline (\S+) \| \+TR \(base\) (\S+) \| \+JP \(joint\) (\S+)",
+                      result.stdout)
+    assert match, result.stdout
+    assert all(0.0 <= float(value) <= 1.0 for value in match.groups())
+    groupings = [grouping.load_grouping(tmp_path / f"grouping_{i}.txt", num_classes=10)
+                 for i in range(2)]
+    assert [g.max() + 1 for g in groupings] == [3, 5]
+    model = keras.saving.load_model(tmp_path / "ssal.keras", safe_mode=True)
+    assert isinstance(model, ssal_keras.SSALModel)
+    for g, branch in zip(groupings, model.branches):
+        np.testing.assert_array_equal(g, branch.grouping)
+    assert not [p for p in os.listdir(tmp_path) if "partial" in p]
+
+
+def test_demo_missing_dataset_is_one_line(tmp_path):
+    result = run_demo(f"--data_dir={tmp_path}")
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "apt-get install dataset-fashion-mnist" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag, match", [("--epochs=0", "--epochs must be >= 1"),
+                                         ("--no_such_flag=1", "no_such_flag")])
+def test_demo_bad_flags(flag, match):
+    result = run_demo(flag)
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and match in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
