@@ -50,6 +50,21 @@ def check_input_shape(input_shape, *, min_size=1):
     return (height, width, channels)
 
 
+def check_depth(depth):
+    """Returns the blocks per group, ``(depth - 4) / 6``, of a WRN or DenseNet-BC depth.
+
+    Both families count depth as a stem, three groups of ``(depth - 4) / 6`` two-conv units,
+    and the classifier (with transitions, for DenseNet), so both need ``depth - 4`` to be a
+    positive multiple of 6.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        raise ValueError(
+            "`depth` must be an int with depth - 4 a positive multiple of 6 (10, 16, 22, 28, "
+            f"..., 100, ..., 190). Received: depth={depth!r}"
+        )
+    return (depth - 4) // 6
+
+
 def check_positive_int(value, *, arg):
     """Returns ``value`` if it is a positive int, else raises ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -76,11 +76,7 @@ def densenet_bc(
     Raises:
         ValueError: on an invalid argument.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ValueError(
-            "`depth` must be an int with depth - 4 a positive multiple of 6 (10, 16, ..., "
-            f"100, ..., 190). Received: depth={depth!r}"
-        )
+    layers_per_block = common.check_depth(depth)
     common.check_positive_int(growth_rate, arg="growth_rate")
     if isinstance(compression, bool) or not isinstance(compression, (int, float)) or not (
         0.0 < compression <= 1.0
@@ -90,7 +86,6 @@ def densenet_bc(
         )
     common.check_num_classes(num_classes)
     input_shape = common.check_input_shape(input_shape, min_size=4)
-    layers_per_block = (depth - 4) // 6
 
     # Layers.
     inputs = common.model_input(input_shape)

@@ -99,17 +99,12 @@ def wide_resnet(
     Raises:
         ValueError: on an invalid argument.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ValueError(
-            "`depth` must be an int with depth - 4 a positive multiple of 6 (10, 16, 22, "
-            f"28, ...). Received: depth={depth!r}"
-        )
+    blocks_per_group = common.check_depth(depth)
     common.check_positive_int(width, arg="width")
     if se_reduction is not None:
         common.check_positive_int(se_reduction, arg="se_reduction")
     common.check_num_classes(num_classes)
     input_shape = common.check_input_shape(input_shape, min_size=4)
-    blocks_per_group = (depth - 4) // 6
 
     # Layers.
     inputs = common.model_input(input_shape)
