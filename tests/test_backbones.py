@@ -409,3 +409,26 @@ def test_non_4d_layer_is_not_a_tap(tap):
         backbones.resolve_tap(_big("wrn_28_10"), tap)
     message = _one_line(excinfo)
     assert f"tap={tap!r}" in message
+
+
+@pytest.mark.parametrize("name", ["resnet_fashion_mnist", "wrn_28_10", "resnet50_imagenet"])
+def test_normalization_inside_the_model(name):
+    channels = backbones.DEFAULT_INPUT_SHAPES[name][-1]
+    mean, std = [100.0 + 10 * c for c in range(channels)], [50.0 + c for c in range(channels)]
+    shape = (32, 32, channels)
+    model = backbones.build(name, num_classes=10, input_shape=shape, normalization=(mean, std))
+    assert model.layers[1].name == "preprocess"
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype("float32")
+    probe = keras.Model(model.input, model.get_layer("preprocess").output)
+    np.testing.assert_allclose(
+        probe.predict(pixels, verbose=0), (pixels - mean) / np.asarray(std), rtol=1e-5, atol=1e-5
+    )
+    scaled = backbones.build(name, num_classes=10, input_shape=shape, normalization="scale")
+    probe = keras.Model(scaled.input, scaled.get_layer("preprocess").output)
+    np.testing.assert_allclose(probe.predict(pixels, verbose=0), pixels / 255.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalization", ["standardize", ([1.0], [1.0]), ([0, 0, 0], [1, 0, 1])])
+def test_bad_normalization(normalization):
+    with pytest.raises(ValueError, match="`normalization` must be None, 'scale' or \\(mean, std\\)"):
+        backbones.build("resnet50_cifar", num_classes=10, normalization=normalization)

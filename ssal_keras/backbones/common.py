@@ -5,6 +5,7 @@ argument, the value received and what would be valid, on one line.
 """
 
 import keras
+import numpy as np
 from keras import layers
 
 
@@ -97,6 +98,39 @@ def classifier(x, *, num_classes):
     return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
 
 
-def model_input(input_shape):
-    """The model's input layer, named ``input``."""
-    return keras.Input(shape=input_shape, name="input")
+def model_input(input_shape, normalization=None):
+    """The model's input layer (named ``input``) and the normalised tensor the network reads.
+
+    Normalisation lives inside the model so that a trained model, and every export of it,
+    takes raw pixels (0..255).
+
+    Args:
+        input_shape: tuple. ``(height, width, channels)``.
+        normalization: None, ``"scale"`` or ``(mean, std)``. ``None``: the pixels as they
+            come; ``"scale"``: divided by 255 (the paper's ResNet50 CIFAR run);
+            ``(mean, std)``: per-channel, in raw-pixel units (e.g. the training split's
+            statistics, the paper's WRN and DenseNet runs). The layer is named
+            ``preprocess``.
+
+    Returns:
+        ``(inputs, x)``: the ``keras.Input`` and the normalised tensor.
+    """
+    inputs = keras.Input(shape=input_shape, name="input")
+    if normalization is None:
+        return inputs, inputs
+    if isinstance(normalization, str) and normalization == "scale":
+        return inputs, layers.Rescaling(1.0 / 255.0, name="preprocess")(inputs)
+    channels = input_shape[-1]
+    try:
+        mean, std = (np.asarray(v, dtype="float64").reshape(-1) for v in normalization)
+    except (TypeError, ValueError):
+        mean = std = np.zeros(0)
+    if mean.size != channels or std.size != channels or not np.all(std > 0):
+        raise ValueError(
+            f"`normalization` must be None, 'scale' or (mean, std) with {channels} values "
+            f"each and std > 0. Received: normalization={normalization!r}"
+        )
+    layer = layers.Normalization(
+        axis=-1, mean=mean.tolist(), variance=(std**2).tolist(), name="preprocess"
+    )
+    return inputs, layer(inputs)

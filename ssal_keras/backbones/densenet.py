@@ -53,7 +53,14 @@ def _transition(x, compression, *, name):
 
 
 def densenet_bc(
-    *, depth, growth_rate, compression=0.5, num_classes, input_shape, name="densenet_bc"
+    *,
+    depth,
+    growth_rate,
+    compression=0.5,
+    num_classes,
+    input_shape,
+    normalization=None,
+    name="densenet_bc",
 ):
     """Builds a DenseNet-BC classifier (supplement section B, SPEC section 3).
 
@@ -68,6 +75,8 @@ def densenet_bc(
         compression: float. Fraction of channels kept by a transition, in (0, 1].
         num_classes: int. Number of classes (>= 2).
         input_shape: tuple. ``(height, width, channels)``.
+        normalization: None, ``"scale"`` or ``(mean, std)``. Input normalisation inside
+            the model (see ``common.model_input``), so the model takes raw pixels.
         name: str. The model's name.
 
     Returns:
@@ -88,8 +97,8 @@ def densenet_bc(
     input_shape = common.check_input_shape(input_shape, min_size=4)
 
     # Layers.
-    inputs = common.model_input(input_shape)
-    x = blocks.conv(inputs, 2 * growth_rate, 3, name="stem_conv")
+    inputs, x = common.model_input(input_shape, normalization)
+    x = blocks.conv(x, 2 * growth_rate, 3, name="stem_conv")
     x = layers.Identity(name="stem_out")(x)
     for s in range(1, 4):
         for b in range(1, layers_per_block + 1):

@@ -27,7 +27,7 @@ BACKBONE_NAMES = tuple(_BACKBONES)
 #: The paper's input shape of each backbone (``build``'s default).
 DEFAULT_INPUT_SHAPES = {name: entry[2] for name, entry in _BACKBONES.items()}
 
-def build(name, *, num_classes, input_shape=None):
+def build(name, *, num_classes, input_shape=None, normalization=None):
     """Builds one of the paper's backbones as a functional classifier (SPEC section 3).
 
     The model is named ``name``; its output is the base classifier's softmax probabilities
@@ -43,6 +43,9 @@ def build(name, *, num_classes, input_shape=None):
         num_classes: int. Number of classes (>= 2).
         input_shape: tuple or None. ``(height, width, channels)``; ``None`` for the paper's
             input (``DEFAULT_INPUT_SHAPES``).
+        normalization: None, ``"scale"`` or ``(mean, std)``. Input normalisation inside the
+            model, so it takes raw pixels (0..255): ``"scale"`` divides by 255, ``(mean, std)``
+            standardises each channel with raw-pixel statistics.
 
     Returns:
         A functional ``keras.Model``.
@@ -58,4 +61,7 @@ def build(name, *, num_classes, input_shape=None):
     builder, spec, default_shape = _BACKBONES[name]
     if input_shape is None:
         input_shape = default_shape
-    return builder(**spec, num_classes=num_classes, input_shape=input_shape, name=name)
+    return builder(
+        **spec, num_classes=num_classes, input_shape=input_shape, normalization=normalization,
+        name=name,
+    )

@@ -127,6 +127,7 @@ def preact_resnet(
     use_bias=False,
     num_classes,
     input_shape,
+    normalization=None,
     name="preact_resnet",
 ):
     """Builds a full pre-activation ResNet classifier (supplement section B, SPEC section 3).
@@ -151,6 +152,8 @@ def preact_resnet(
         use_bias: bool. Whether the convs add a bias (the authors' Keras code did).
         num_classes: int. Number of classes (>= 2).
         input_shape: tuple. ``(height, width, channels)``.
+        normalization: None, ``"scale"`` or ``(mean, std)``. Input normalisation inside
+            the model (see ``common.model_input``), so the model takes raw pixels.
         name: str. The model's name.
 
     Returns:
@@ -177,9 +180,9 @@ def preact_resnet(
     input_shape = common.check_input_shape(input_shape, min_size=total_stride)
 
     # Layers.
-    inputs = common.model_input(input_shape)
+    inputs, x = common.model_input(input_shape, normalization)
     x = blocks.conv(
-        inputs, stem_filters, stem_kernel, strides=stem_strides, use_bias=use_bias,
+        x, stem_filters, stem_kernel, strides=stem_strides, use_bias=use_bias,
         name="stem_conv",
     )
     x = blocks.bn_relu(x, name="stem")
@@ -206,7 +209,9 @@ def preact_resnet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def resnet50_imagenet(*, num_classes, input_shape=(224, 224, 3), name="resnet50_imagenet"):
+def resnet50_imagenet(
+    *, num_classes, input_shape=(224, 224, 3), normalization=None, name="resnet50_imagenet"
+):
     """The standard ImageNet ResNet50 (SPEC section 3; the backbone of supplement Table 10).
 
     Built by ``keras.applications.ResNet50(weights=None)`` (conv-BN-ReLU bottlenecks,
@@ -217,6 +222,8 @@ def resnet50_imagenet(*, num_classes, input_shape=(224, 224, 3), name="resnet50_
     Args:
         num_classes: int. Number of classes (>= 2).
         input_shape: tuple. ``(height, width, 3)``; height and width >= 32.
+        normalization: None, ``"scale"`` or ``(mean, std)``. Input normalisation inside
+            the model (see ``common.model_input``), so the model takes raw pixels.
         name: str. The model's name.
 
     Returns:
@@ -232,11 +239,12 @@ def resnet50_imagenet(*, num_classes, input_shape=(224, 224, 3), name="resnet50_
             "`input_shape` must have 3 channels for resnet50_imagenet. "
             f"Received: input_shape={input_shape!r}"
         )
+    inputs, x = common.model_input(input_shape, normalization)
     base = keras.applications.ResNet50(
         include_top=True,
         weights=None,
-        input_shape=input_shape,
+        input_tensor=x,
         classes=num_classes,
         classifier_activation="softmax",
     )
-    return keras.Model(base.input, base.output, name=name)
+    return keras.Model(inputs, base.output, name=name)

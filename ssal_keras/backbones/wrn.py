@@ -71,6 +71,7 @@ def wide_resnet(
     use_bias=False,
     num_classes,
     input_shape,
+    normalization=None,
     name="wide_resnet",
 ):
     """Builds a WRN-``depth``-``width`` classifier, SE-WRN when ``se_reduction`` is set.
@@ -91,6 +92,8 @@ def wide_resnet(
         use_bias: bool. Whether the convs add a bias (the authors' Keras code did).
         num_classes: int. Number of classes (>= 2).
         input_shape: tuple. ``(height, width, channels)``.
+        normalization: None, ``"scale"`` or ``(mean, std)``. Input normalisation inside
+            the model (see ``common.model_input``), so the model takes raw pixels.
         name: str. The model's name.
 
     Returns:
@@ -107,8 +110,8 @@ def wide_resnet(
     input_shape = common.check_input_shape(input_shape, min_size=4)
 
     # Layers.
-    inputs = common.model_input(input_shape)
-    x = blocks.conv(inputs, 16, 3, use_bias=use_bias, name="stem_conv")
+    inputs, x = common.model_input(input_shape, normalization)
+    x = blocks.conv(x, 16, 3, use_bias=use_bias, name="stem_conv")
     x = blocks.bn_relu(x, name="stem")
     x = layers.Identity(name="stem_out")(x)
     for s, (filters, stride) in enumerate(
