@@ -15,6 +15,8 @@ setup(
         "keras>=3.15,<3.16",
         "numpy>=1.26,<3",
         "absl-py>=2.1",
+        # TensorFlow 2.21 no longer pulls it in; tf.summary needs it for the training logs.
+        "tensorboard>=2.19",
         "tensorflow-datasets>=4.9.9,<5",
         "keras-cv>=0.9,<0.10",
         "onnx>=1.17",

@@ -272,4 +272,5 @@ def build_head(x, *, layout, num_groups, name):
             x = layers.GlobalAveragePooling2D(name=block_name)(x)
         elif kind == "dense":
             x = layers.Dense(args[0], activation="relu", name=block_name)(x)
-    return layers.Dense(num_groups, activation="softmax", name=name)(x)
+    # float32 under a mixed-precision policy, like the base classifier.
+    return layers.Dense(num_groups, activation="softmax", dtype="float32", name=name)(x)

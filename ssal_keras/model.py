@@ -16,6 +16,7 @@ from ssal_keras import backbones
 from ssal_keras import grouping as grouping_lib
 from ssal_keras import heads
 from ssal_keras.joint import JointPrediction, validate_alpha
+from ssal_keras.losses import SparseCrossentropy
 
 BASE = "base"
 JOINT = "joint"
@@ -179,7 +180,8 @@ class SSALModel(keras.Model):
         self._group_table = np.stack([b.grouping for b in branches]).astype("int32")
 
     # --- training ---------------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, *,
+                label_smoothing=0.0, **kwargs):
         """Configures training; defaults give the paper's loss and per-output metrics.
 
         Args:
@@ -192,14 +194,14 @@ class SSALModel(keras.Model):
             metrics: None, list or dict by output name. ``None``: accuracy of ``base``,
                 ``joint`` and every branch (group accuracy), top-5 of base and joint when
                 there are more than 5 classes. A list applies to every output.
+            label_smoothing: float. Label smoothing of the default losses (SPEC section 5).
             **kwargs: passed to ``keras.Model.compile``.
         """
-        supervised = [JOINT] if self.objective == "joint" else [BASE] + self._aux_names
+        terms = self.loss_terms()
         if loss is None:
-            loss = {name: keras.losses.SparseCategoricalCrossentropy() for name in supervised}
+            loss = {name: SparseCrossentropy(label_smoothing) for name in terms}
         if loss_weights is None and isinstance(loss, dict):
-            weights = {BASE: 1.0, JOINT: 1.0}
-            weights.update({aux_name(i): b.loss_weight for i, b in enumerate(self.branches)})
+            weights = {BASE: 1.0, JOINT: 1.0, **self.loss_terms("multitask")}
             loss_weights = {name: weights[name] for name in loss}
         if metrics is None:
             metrics = {name: ["accuracy"] for name in self.output_names}
@@ -213,6 +215,20 @@ class SSALModel(keras.Model):
         super().compile(
             optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs
         )
+
+    def loss_terms(self, objective=None):
+        """The supervised outputs and their loss weights (SPEC section 1; supplement E.1).
+
+        Args:
+            objective: str or None. ``"multitask"`` or ``"joint"``; ``None`` for the model's.
+
+        Returns:
+            dict by output name: ``{"base": 1, "aux_b": w_b, ...}`` for the multi-task loss,
+            ``{"joint": 1}`` for the joint objective.
+        """
+        if (objective or self.objective) == "joint":
+            return {JOINT: 1.0}
+        return {BASE: 1.0, **{aux_name(i): b.loss_weight for i, b in enumerate(self.branches)}}
 
     @property
     def _aux_names(self):

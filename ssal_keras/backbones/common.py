@@ -95,7 +95,8 @@ def classifier(x, *, num_classes):
     Layer names follow ``keras.applications``: ``avg_pool`` and ``predictions``.
     """
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    # float32 under a mixed-precision policy: softmax and log-probabilities need the range.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
 def model_input(input_shape, normalization=None):

@@ -1,0 +1,96 @@
+"""Accuracy of every output of a classifier: the paper's baseline, +TR and +JP numbers.
+
+SPEC section 1: +TR is the SSAL-trained model's ``base`` output, +JP its ``joint`` output;
+each branch is scored on its own targets (the group of the label).
+"""
+
+import numpy as np
+
+from ssal_keras import grouping as grouping_lib
+
+
+def outputs_by_name(outputs):
+    """A model's outputs as a dict: a plain classifier's single output is ``base``."""
+    return dict(outputs) if isinstance(outputs, dict) else {"base": outputs}
+
+
+def _top_k_hits(probabilities, labels, k):
+    k = min(k, probabilities.shape[-1])
+    top = np.argpartition(-probabilities, k - 1, axis=-1)[:, :k]
+    return int(np.sum(np.any(top == labels[:, None], axis=-1)))
+
+
+class Accuracy:
+    """Streams batches of outputs and labels; reports top-1/top-5 per output.
+
+    Args:
+        groupings: list of 1-D int arrays. The model's groupings (empty for a baseline);
+            ``aux_b`` is scored against ``groupings[b][label]``.
+        num_classes: int. Classes of the base output (for the confusion matrix).
+    """
+
+    def __init__(self, groupings, num_classes):
+        self.groupings = [np.asarray(g) for g in groupings]
+        self.num_classes = num_classes
+        self.count = 0
+        self.hits = {}
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def _add(self, key, value):
+        self.hits[key] = self.hits.get(key, 0) + value
+
+    def update(self, outputs, labels):
+        """Adds one batch: ``outputs`` a dict of probability arrays, ``labels`` class ids."""
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        outputs = {name: np.asarray(value) for name, value in outputs_by_name(outputs).items()}
+        self.count += labels.size
+        for name in ("base", "joint"):
+            if name in outputs:
+                self._add(f"{name}_top1", _top_k_hits(outputs[name], labels, 1))
+                self._add(f"{name}_top5", _top_k_hits(outputs[name], labels, 5))
+        for index, g in enumerate(self.groupings):
+            self._add(f"aux_{index}", _top_k_hits(outputs[f"aux_{index}"], g[labels], 1))
+        self.confusion += grouping_lib.confusion_matrix(
+            labels, outputs["base"].argmax(-1), self.num_classes
+        )
+
+    def result(self):
+        """``base_top1``, ``base_top5``, ``joint_top1``, ``joint_top5`` (None for a baseline),
+        ``aux_top1`` (one per branch) and ``examples``."""
+        count = max(self.count, 1)
+        rate = lambda key: self.hits[key] / count if key in self.hits else None  # noqa: E731
+        return {
+            "base_top1": rate("base_top1"),
+            "base_top5": rate("base_top5"),
+            "joint_top1": rate("joint_top1"),
+            "joint_top5": rate("joint_top5"),
+            "aux_top1": [rate(f"aux_{i}") for i in range(len(self.groupings))],
+            "examples": self.count,
+        }
+
+
+def model_groupings(model):
+    """The groupings of an SSAL model's branches; empty for a plain classifier."""
+    return [b.grouping for b in getattr(model, "branches", [])]
+
+
+def evaluate(model, batches, *, predict=None):
+    """Scores a model on batches of ``(images, labels)``.
+
+    Args:
+        model: keras.Model. An ``SSALModel`` or a plain classifier.
+        batches: iterable of ``(images, labels)``, e.g. a batched ``tf.data.Dataset``.
+        predict: callable or None. ``images -> outputs``; default ``model(images,
+            training=False)`` (the trainer passes an XLA-compiled one).
+
+    Returns:
+        ``(metrics, confusion)``: ``Accuracy.result()`` and the base output's confusion
+        matrix (rows: true labels).
+    """
+    predict = predict or (lambda images: model(images, training=False))
+    num_classes = outputs_by_name(model.output)["base"].shape[-1]
+    accuracy = Accuracy(model_groupings(model), num_classes)
+    for images, labels in batches:
+        outputs = {k: np.asarray(v) for k, v in outputs_by_name(predict(images)).items()}
+        accuracy.update(outputs, np.asarray(labels))
+    return accuracy.result(), accuracy.confusion

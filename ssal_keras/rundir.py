@@ -1,0 +1,64 @@
+"""The files of a run folder, each written atomically (a kill never leaves half a file).
+
+A run folder ``DIR`` holds: ``flags.txt`` (the resolved flags, usable as a flagfile),
+``class_names.json``, ``groupings/`` (``grouping_<b>.txt``, and ``confusion.npy`` when they were
+derived), ``checkpoints/``, ``tensorboard/``, ``held_out_confusion.npy`` (a baseline's
+confusion on held-out training images, for ``--groupings=auto``), ``metrics.json`` and
+``model.keras``.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+FLAGS_FILE = "flags.txt"
+CLASS_NAMES_FILE = "class_names.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+HELD_OUT_CONFUSION_FILE = "held_out_confusion.npy"
+GROUPINGS_DIR = "groupings"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _replace_from_temp(path, write, suffix=""):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=suffix)
+    os.close(handle)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def write_text(path, text):
+    """Writes ``text`` to ``path`` through a temporary file in the same folder."""
+    def write(temp):
+        with open(temp, "w") as f:
+            f.write(text)
+    _replace_from_temp(path, write)
+
+
+def write_json(path, value):
+    """Writes ``value`` as indented JSON, atomically."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_npy(path, array):
+    """Saves a NumPy array, atomically."""
+    _replace_from_temp(path, lambda temp: np.save(temp, array), suffix=".npy")
+
+
+def save_model(model, path):
+    """``model.save(path)`` through a temporary ``.keras`` file (PITFALLS: save is not atomic)."""
+    _replace_from_temp(path, model.save, suffix=".keras")
