@@ -106,16 +106,18 @@ class Trainer:
         )
 
         # === Update step ===
-        self._loss_and_gradients = tf.function(self._replica_loss_and_gradients,
-                                               jit_compile=jit_compile)
+        # Without XLA the step is plain graph code inside ``_train_step``: a nested
+        # tf.function would only add a boundary that synchronised BatchNorm cannot cross.
+        self._loss_and_gradients = (
+            tf.function(self._replica_loss_and_gradients, jit_compile=True)
+            if jit_compile else self._replica_loss_and_gradients)
         self._predict = tf.function(lambda images: model(images, training=False),
                                     jit_compile=jit_compile)
 
         # === Checkpoint ===
-        with strategy.scope():
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                             name="step_in_epoch")
+        # The data position: plain host variables (not mirrored), saved with the weights.
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                               epoch=self.epoch, step_in_epoch=self.step_in_epoch)
         task_type, task_index = distribute.task_id(strategy)
@@ -178,22 +180,29 @@ class Trainer:
         reduce = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)  # noqa: E731
         return reduce(loss), {name: reduce(value) for name, value in hits.items()}
 
+    def _run_step(self, iterator):
+        try:
+            return self._train_step(iterator)
+        except RuntimeError as error:
+            # Synchronised BatchNorm all-reduces inside the forward pass. TensorFlow can put
+            # that collective inside an XLA cluster only on all-GPU replicas; elsewhere
+            # (CPU replicas) tracing fails before any data is read, and the step is
+            # traced again without XLA.
+            if ("merge_call" not in str(error)
+                    or self._loss_and_gradients == self._replica_loss_and_gradients):
+                raise
+            self._loss_and_gradients = self._replica_loss_and_gradients
+            self.log("XLA cannot hold the cross-replica BatchNorm reduction on these devices: "
+                     "the per-replica step runs without XLA (or pass --sync_batch_norm=false)")
+            return self._train_step(iterator)
+
     # --- data ------------------------------------------------------------------------------
     def _epoch_iterator(self, epoch, skip_steps):
         """The distributed batches of ``epoch``, from step ``skip_steps`` on (resume point)."""
-
-        def input_fn(context):
-            split = self.dataset.train
-            if context.num_input_pipelines > 1:
-                split = split.shard(context.num_input_pipelines, context.input_pipeline_id)
-            batches = data.train_pipeline(
-                split, batch_size=context.get_per_replica_batch_size(self.global_batch_size),
-                augment=self.augment, seed=self.seed + epoch, drop_remainder=True, repeat=True,
-            )
-            replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
-            return batches.skip(skip_steps * replicas_per_pipeline)
-
-        return iter(self.strategy.distribute_datasets_from_function(input_fn))
+        return iter(data.distributed_train_dataset(
+            self.strategy, self.dataset.train, global_batch_size=self.global_batch_size,
+            augment=self.augment, seed=self.seed + epoch, repeat=True, skip_steps=skip_steps,
+        ))
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self):
@@ -263,7 +272,7 @@ class Trainer:
             losses, window_start, window_steps = [], time.time(), 0
             epoch_start = time.time()
             for step in range(start_step, self.steps_per_epoch):
-                loss, hits = self._train_step(iterator)
+                loss, hits = self._run_step(iterator)
                 pending.append(loss)
                 for name, value in hits.items():
                     sums[name] = sums.get(name, 0.0) + value

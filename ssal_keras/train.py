@@ -98,6 +98,9 @@ _STRATEGY = _define("enum", "strategy", "default", ["default", "mirrored", "mult
                     "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _LOGICAL_CPU_DEVICES = _define("integer", "logical_cpu_devices", 1,
                                "Split the CPU into N devices (mirrored training without GPUs).")
+_SYNC_BATCH_NORM = _define("bool", "sync_batch_norm", True,
+                           "Under several replicas, compute BatchNorm statistics over the global "
+                           "batch (on CPU replicas this keeps the step out of XLA).")
 _CHECKPOINT_STEPS = _define("integer", "checkpoint_steps", 0,
                             "Also checkpoint every N steps (always once an epoch).")
 _LOG_EVERY_STEPS = _define("integer", "log_every_steps", 50, "Steps between progress lines.")
@@ -114,9 +117,30 @@ def log(line):
 
 
 def _serialize_flags():
-    return "".join(holder._flagvalues[holder.name].serialize() + "\n"
-                   for holder in _RUN_FLAGS
-                   if holder._flagvalues[holder.name].serialize())
+    """The run's flags in flagfile form (``--name=value`` lines; booleans ``--x``/``--nox``)."""
+    return "".join(f"{line}\n" for line in _flag_lines().values())
+
+
+def _flag_lines():
+    lines = {}
+    for holder in _RUN_FLAGS:
+        line = holder._flagvalues[holder.name].serialize()
+        if line:
+            lines[holder.name] = line
+    return lines
+
+
+def _saved_flag_lines(path):
+    """``{flag name: its line}`` of a flags file written by ``_serialize_flags``."""
+    names = {holder.name for holder in _RUN_FLAGS}
+    saved = {}
+    with open(path) as f:
+        for line in (raw.strip() for raw in f):
+            word = line.lstrip("-").split("=", 1)[0]
+            name = word[2:] if word not in names and word.startswith("no") else word
+            if line:
+                saved[name] = line
+    return saved
 
 
 def _check_resume(model_dir):
@@ -124,13 +148,8 @@ def _check_resume(model_dir):
     path = os.path.join(model_dir, rundir.FLAGS_FILE)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        saved = {line.split("=", 1)[0].lstrip("-"): line.strip() for line in f if line.strip()}
-    current = {line.split("=", 1)[0].lstrip("-"): line
-               for line in _serialize_flags().splitlines()}
-    for name in sorted(set(saved) | set(current)):
-        if name in _RESUMABLE_CHANGES or name.startswith("no"):
-            continue
+    saved, current = _saved_flag_lines(path), _flag_lines()
+    for name in sorted((set(saved) | set(current)) - _RESUMABLE_CHANGES):
         if saved.get(name) != current.get(name):
             raise cli.UsageError(
                 f"{model_dir} holds a run started with {saved.get(name) or 'no --' + name}, but "
@@ -317,7 +336,7 @@ def run():
     # === Model and optimizer ===
     with strategy.scope():
         model = build_model(dataset, groupings, normalization)
-        if replicas > 1:
+        if replicas > 1 and _SYNC_BATCH_NORM.value:
             distribute.synchronize_batch_norm(model)
         optimizer = build_optimizer(
             loop.steps_per_epoch(strategy, dataset.num_train, _BATCH_SIZE.value))

@@ -1,4 +1,4 @@
-"""Datasets as arrays. Fashion-MNIST from Debian's ``dataset-fashion-mnist`` IDX files."""
+"""Fashion-MNIST from the IDX files of Debian's ``dataset-fashion-mnist`` (NumPy only)."""
 
 import gzip
 import os
@@ -10,7 +10,7 @@ FASHION_MNIST_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
-_FASHION_MNIST_FILES = {
+IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
@@ -42,10 +42,10 @@ def load_fashion_mnist(split="train", *, data_dir=None):
     Returns:
         ``(images, labels)``: uint8 ``(N, 28, 28, 1)`` and int64 ``(N,)``.
     """
-    if split not in _FASHION_MNIST_FILES:
-        raise ValueError(f"split must be one of {sorted(_FASHION_MNIST_FILES)}; received {split!r}.")
+    if split not in IDX_FILES:
+        raise ValueError(f"split must be one of {sorted(IDX_FILES)}; received {split!r}.")
     folder = data_dir or FASHION_MNIST_DIR
-    paths = [os.path.join(folder, name) for name in _FASHION_MNIST_FILES[split]]
+    paths = [os.path.join(folder, name) for name in IDX_FILES[split]]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise FileNotFoundError(

@@ -1,0 +1,49 @@
+"""Datasets and input pipelines for training (TensorFlow ``tf.data``).
+
+- ``sources``: ``load(spec)`` reads Fashion-MNIST, TFDS, image folders or npz files as
+  unbatched splits of raw pixels (``Dataset``), with caps and a held-out part.
+- ``pipelines``: shuffling, the authors' augmentation (SPEC section 5), batching, per-replica
+  sharding under a ``tf.distribute`` strategy, per-channel statistics.
+- ``fashion_mnist``: the NumPy reader of Debian's Fashion-MNIST IDX files.
+
+Example::
+
+    dataset, held_out = data.load("tfds:cifar100", data_dir="/data/tfds", held_out_examples=5000)
+    batches = data.train_pipeline(dataset, batch_size=64, augment="shift_flip", seed=0)
+"""
+
+from ssal_keras.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    load_fashion_mnist,
+)
+from ssal_keras.data.pipelines import (
+    AUGMENTATIONS,
+    MAX_SHIFT,
+    augment_batch,
+    channel_statistics,
+    default_augmentation,
+    distributed_eval_dataset,
+    distributed_train_dataset,
+    eval_pipeline,
+    train_pipeline,
+)
+from ssal_keras.data.sources import SPEC_FORMS, Dataset, load
+
+__all__ = [
+    "AUGMENTATIONS",
+    "Dataset",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "MAX_SHIFT",
+    "SPEC_FORMS",
+    "augment_batch",
+    "channel_statistics",
+    "default_augmentation",
+    "distributed_eval_dataset",
+    "distributed_train_dataset",
+    "eval_pipeline",
+    "load",
+    "load_fashion_mnist",
+    "train_pipeline",
+]

@@ -1,0 +1,386 @@
+"""Image classification datasets as unbatched ``tf.data`` splits of raw pixels: ``load``.
+
+Dataset specs (``load(spec)``; the trainer's ``--dataset``):
+
+- ``"fashion_mnist"``: the IDX files of Debian's ``dataset-fashion-mnist`` in ``data_dir`` or
+  else ``/usr/share/datasets/fashion-mnist``; if neither holds them, TFDS's ``fashion_mnist``
+  prepared in ``data_dir``.
+- ``"tfds:NAME"`` or ``"tfds:NAME:TRAIN_SPLIT:EVAL_SPLIT"``: a TFDS dataset already prepared in
+  ``data_dir`` (never downloaded). Default splits: ``train``, and ``test`` or, for a dataset
+  without one, ``validation``. ``NAME`` may carry a config and version
+  (``cifar10_corrupted/brightness_1:1.0.0``); splits may be sliced (``train[:90%]``).
+- ``"folder:PATH"``: one sub-folder of images per class (``folder.py`` has both layouts).
+- ``"npz:PATH"``: arrays ``x_train, y_train, x_test, y_test`` (the ``keras.datasets`` layout),
+  images ``(N, H, W)`` or ``(N, H, W, C)`` in raw pixel values, optional ``class_names``.
+
+Selection, so that runs compare:
+
+- The held-out part (``held_out_examples``) is a fixed pseudo-random choice that depends only on
+  the dataset and its size, not on ``seed``: a baseline trained with any seed and the same
+  ``held_out_examples`` never saw those examples, and a smaller held-out part is a subset of a
+  larger one.
+- ``train_examples`` then keeps the first N of the rest: for in-memory sources (Fashion-MNIST
+  IDX, npz, folder file lists) after a shuffle seeded by ``seed`` (once, at load time; folder
+  lists are sorted by class otherwise); for TFDS in the dataset's file order (TFDS shuffles
+  examples when it prepares a dataset).
+- ``eval_examples`` keeps the first N of the evaluation split: in-memory sources in a fixed
+  pseudo-random order (independent of ``seed``, so every run evaluates the same subset), TFDS
+  in file order.
+
+Every returned split has a known ``cardinality()`` equal to its count.
+"""
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from ssal_keras.data import fashion_mnist, folder
+
+SPEC_FORMS = "fashion_mnist, tfds:NAME[:TRAIN_SPLIT:EVAL_SPLIT], folder:PATH, npz:PATH"
+_HELD_OUT_SEED = 20200110  # fixed: the held-out part must not depend on the run's seed
+_EVAL_ORDER_SEED = 1
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_VERSION = re.compile(r"[0-9*]+\.[0-9*]+\.[0-9*]+")
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A classification dataset: unbatched ``(image, label)`` splits of raw pixels.
+
+    Attributes:
+        train: tf.data.Dataset. ``(image, label)``: uint8 (float32 for float npz arrays)
+            ``image_shape`` pixels in 0..255, int32 scalar label. Held-out part removed.
+        eval: tf.data.Dataset. The test (or validation) split, the same way.
+        num_classes: int. Number of classes.
+        class_names: list. A str per class id.
+        image_shape: tuple. ``(height, width, channels)``.
+        num_train: int. Examples in ``train`` (after the held-out part and the cap).
+        num_eval: int. Examples in ``eval`` (after the cap).
+    """
+
+    train: tf.data.Dataset
+    eval: tf.data.Dataset
+    num_classes: int
+    class_names: list
+    image_shape: tuple
+    num_train: int
+    num_eval: int
+
+
+@dataclasses.dataclass
+class _IndexedSplit:
+    """A split held in memory (arrays or file names): ``read(indices)`` in any order."""
+
+    count: int
+    read: object  # callable: int array -> unbatched tf.data.Dataset
+
+
+@dataclasses.dataclass
+class _StreamSplit:
+    """A split read front to back (TFDS)."""
+
+    count: int
+    dataset: tf.data.Dataset
+
+
+@dataclasses.dataclass
+class _Source:
+    train: object  # _IndexedSplit or _StreamSplit
+    eval: object
+    class_names: list
+    image_shape: tuple
+
+
+def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
+         held_out_examples=0, seed=0):
+    """Loads a dataset as unbatched splits of raw pixels (module docstring: specs, selection).
+
+    Args:
+        spec: str. ``"fashion_mnist"``, ``"tfds:NAME[:TRAIN_SPLIT:EVAL_SPLIT]"``,
+            ``"folder:PATH"`` or ``"npz:PATH"``.
+        data_dir: str or None. Folder of the Fashion-MNIST IDX files or of prepared TFDS
+            datasets (None: Debian's folder, TFDS's default); unused by folder and npz.
+        train_examples: int or None. Keep at most this many training examples.
+        eval_examples: int or None. Keep at most this many evaluation examples.
+        held_out_examples: int or None. Training examples set aside (never in ``train``), e.g.
+            for the confusion matrix behind ``--groupings=auto``; None or 0: none.
+        seed: int. Orders the training examples before ``train_examples`` (in-memory sources).
+
+    Returns:
+        ``(dataset, held_out)``: a ``Dataset`` and the held-out unbatched
+        ``tf.data.Dataset`` (None when ``held_out_examples`` is 0).
+
+    Raises:
+        ValueError: on a bad spec, argument or dataset content.
+        FileNotFoundError: if the dataset is not there.
+    """
+    for name, value, least in (("train_examples", train_examples, 1),
+                               ("eval_examples", eval_examples, 1),
+                               ("held_out_examples", held_out_examples, 0)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < least):
+            raise ValueError(f"`{name}` must be None or an int >= {least}. "
+                             f"Received: {name}={value!r}")
+    held_out_examples = held_out_examples or 0
+    source = _read_source(spec, data_dir)
+    if held_out_examples >= source.train.count:
+        raise ValueError(f"`held_out_examples`={held_out_examples} leaves no training example: "
+                         f"{spec} has {source.train.count}.")
+    train, held_out, num_train = _select_train(source.train, held_out_examples,
+                                               train_examples, seed)
+    eval_, num_eval = _select_eval(source.eval, eval_examples)
+    dataset = Dataset(train=train, eval=eval_, num_classes=len(source.class_names),
+                      class_names=list(source.class_names),
+                      image_shape=tuple(int(d) for d in source.image_shape),
+                      num_train=num_train, num_eval=num_eval)
+    return dataset, held_out
+
+
+def _read_source(spec, data_dir):
+    scheme, _, rest = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if spec == "fashion_mnist":
+        return _fashion_mnist_source(data_dir)
+    if scheme == "tfds" and rest:
+        return _tfds_source(rest, data_dir)
+    if scheme == "folder" and rest:
+        return _folder_source(os.path.expanduser(rest))
+    if scheme == "npz" and rest:
+        return _npz_source(os.path.expanduser(rest))
+    raise ValueError(f"Unknown dataset {spec!r}; valid forms: {SPEC_FORMS}.")
+
+
+# Selection ---------------------------------------------------------------------------------
+
+
+def _held_out_indices(count, held_out_examples):
+    return np.random.default_rng(_HELD_OUT_SEED).permutation(count)[:held_out_examples]
+
+
+def _select_train(split, held_out_examples, train_examples, seed):
+    """``(train, held_out or None, num_train)``; the module docstring says which examples."""
+    held = _held_out_indices(split.count, held_out_examples)
+    num_train = split.count - held_out_examples
+    if train_examples is not None:
+        num_train = min(num_train, train_examples)
+    if isinstance(split, _IndexedSplit):
+        rest = np.setdiff1d(np.arange(split.count), held)
+        train = split.read(np.random.default_rng(seed).permutation(rest)[:num_train])
+        held_out = split.read(held) if held_out_examples else None
+    else:
+        train, held_out = _filter_stream(split.dataset, held, split.count)
+        train = train.take(num_train)
+    train = train.apply(tf.data.experimental.assert_cardinality(num_train))
+    if held_out is not None:
+        held_out = held_out.apply(tf.data.experimental.assert_cardinality(held_out_examples))
+    return train, held_out, num_train
+
+
+def _filter_stream(dataset, held, count):
+    """Splits a stream by position: ``(the rest, the examples at positions held or None)``."""
+    if not len(held):
+        return dataset, None
+    mask = np.zeros(count, dtype=bool)
+    mask[held] = True
+    mask = tf.constant(mask)
+    numbered = dataset.enumerate()
+    rest = numbered.filter(lambda i, example: tf.logical_not(tf.gather(mask, i)))
+    chosen = numbered.take(int(held.max()) + 1).filter(lambda i, example: tf.gather(mask, i))
+    drop_index = lambda i, example: example  # noqa: E731
+    return rest.map(drop_index), chosen.map(drop_index)
+
+
+def _select_eval(split, eval_examples):
+    count = split.count if eval_examples is None else min(split.count, eval_examples)
+    if isinstance(split, _IndexedSplit):
+        eval_ = split.read(np.random.default_rng(_EVAL_ORDER_SEED).permutation(split.count)[:count])
+    else:
+        eval_ = split.dataset.take(count)
+    return eval_.apply(tf.data.experimental.assert_cardinality(count)), count
+
+
+# In-memory sources: Fashion-MNIST IDX files, npz, folders ----------------------------------
+
+
+def _array_split(images, labels):
+    """An ``_IndexedSplit`` over arrays; non-uint8 images become float32."""
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+    labels = labels.astype(np.int32)
+    return _IndexedSplit(len(images),
+                         lambda i: tf.data.Dataset.from_tensor_slices((images[i], labels[i])))
+
+
+def _file_split(split, image_shape):
+    def decode(path, label):
+        return folder.decode_file(path, label, image_shape=image_shape)
+
+    def read(indices):
+        files = tf.data.Dataset.from_tensor_slices((split.paths[indices], split.labels[indices]))
+        return files.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return _IndexedSplit(len(split.paths), read)
+
+
+def _fashion_mnist_source(data_dir):
+    folders = [f for f in (data_dir, fashion_mnist.FASHION_MNIST_DIR) if f]
+    for idx_folder in folders:
+        if all(os.path.isfile(os.path.join(idx_folder, name))
+               for pair in fashion_mnist.IDX_FILES.values() for name in pair):
+            train, test = (fashion_mnist.load_fashion_mnist(s, data_dir=idx_folder)
+                           for s in ("train", "test"))
+            return _Source(_array_split(*train), _array_split(*test),
+                           list(fashion_mnist.FASHION_MNIST_CLASSES), (28, 28, 1))
+    try:
+        return _tfds_source("fashion_mnist", data_dir)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found: no IDX files in {' or '.join(folders)} and no prepared "
+            f"TFDS fashion_mnist in {data_dir or 'TFDS default data_dir'}; install it with "
+            "'apt-get install dataset-fashion-mnist' or pass --data_dir."
+        ) from None
+
+
+def _folder_source(path):
+    class_names, train, eval_, image_shape = folder.read_folder(path)
+    return _Source(_file_split(train, image_shape), _file_split(eval_, image_shape),
+                   class_names, image_shape)
+
+
+def _npz_source(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"npz:{path}: no such file; pass a .npz holding "
+                                f"{', '.join(_NPZ_KEYS)} (the keras.datasets layout).")
+    with np.load(path, allow_pickle=False) as arrays:
+        missing = [k for k in _NPZ_KEYS if k not in arrays.files]
+        if missing:
+            raise ValueError(f"npz:{path} lacks {', '.join(missing)}; it holds "
+                             f"{sorted(arrays.files)} but needs {', '.join(_NPZ_KEYS)} "
+                             "(class_names optional).")
+        splits = [_npz_split(path, arrays, x, y) for x, y in (_NPZ_KEYS[:2], _NPZ_KEYS[2:])]
+        names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays.files else None
+    (x_train, y_train), (x_test, y_test) = splits
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"npz:{path}: x_train images are {x_train.shape[1:]} but x_test "
+                         f"images {x_test.shape[1:]}; they must match.")
+    num_classes = len(names) if names else int(max(y_train.max(), y_test.max())) + 1
+    if min(y_train.min(), y_test.min()) < 0 or max(y_train.max(), y_test.max()) >= num_classes:
+        raise ValueError(f"npz:{path}: labels must lie in 0..{num_classes - 1} "
+                         f"(len(class_names)={num_classes}).")
+    return _Source(_array_split(x_train, y_train), _array_split(x_test, y_test),
+                   names or [str(c) for c in range(num_classes)], x_train.shape[1:])
+
+
+def _npz_split(path, arrays, x_key, y_key):
+    images, labels = arrays[x_key], arrays[y_key]
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"npz:{path}: {x_key} must be (N, H, W) or (N, H, W, C) with N > 0; "
+                         f"received shape {images.shape}.")
+    labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
+    if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+        raise ValueError(f"npz:{path}: {y_key} must hold one integer per image; received "
+                         f"{labels.dtype} {labels.shape} for {len(images)} images.")
+    return images, labels
+
+
+# TFDS ---------------------------------------------------------------------------------------
+
+
+def _tfds_source(rest, data_dir):
+    """A prepared TFDS dataset, ``rest`` = ``NAME[:VERSION][:TRAIN_SPLIT:EVAL_SPLIT]``."""
+    import tensorflow_datasets as tfds
+
+    name, train_split, eval_split = _parse_tfds(rest)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"tfds:{name}: TFDS has no such dataset; see tfds.list_builders() or "
+                         "https://www.tensorflow.org/datasets/catalog.") from None
+    info = builder.info
+    image_key, label_key = _supervised_keys(name, info)
+    eval_split = eval_split or _default_eval_split(name, info)
+    for split in (train_split, eval_split):
+        _check_split(name, info, split)
+    image_feature, label_feature = info.features[image_key], info.features[label_key]
+    shape = tuple(image_feature.shape)
+    if len(shape) != 3 or None in shape:
+        raise ValueError(f"tfds:{name} has images of shape {shape}, not one static (H, W, C); "
+                         "resizing is not done here, use a dataset of one image size.")
+    if not hasattr(label_feature, "names"):
+        raise ValueError(f"tfds:{name}: its label {label_key!r} is not a ClassLabel.")
+    splits = [_tfds_split(builder, name, s, data_dir) for s in (train_split, eval_split)]
+    return _Source(*splits, list(label_feature.names), shape)
+
+
+def _parse_tfds(rest):
+    parts = re.split(r":(?![^\[]*\])", rest)  # not the colons of slices like train[:90%]
+    if len(parts) > 1 and _VERSION.fullmatch(parts[1]):
+        parts = [f"{parts[0]}:{parts[1]}"] + parts[2:]
+    if len(parts) == 1:
+        return parts[0], "train", None
+    if len(parts) == 3 and all(parts):
+        return tuple(parts)
+    raise ValueError(f"Bad TFDS spec 'tfds:{rest}'; use tfds:NAME or "
+                     "tfds:NAME:TRAIN_SPLIT:EVAL_SPLIT.")
+
+
+def _supervised_keys(name, info):
+    keys = info.supervised_keys
+    if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"tfds:{name} has no (image, label) supervised keys "
+                         f"(supervised_keys={keys}); it is not an image classification set.")
+    return keys
+
+
+def _default_eval_split(name, info):
+    """``test``, or ``validation`` for a dataset without a test split (as imagenet2012)."""
+    splits = set(info.splits.keys())
+    if not splits or "test" in splits:  # no split metadata under tfds.testing.mock_data
+        return "test"
+    if "validation" in splits:
+        return "validation"
+    raise ValueError(f"tfds:{name} has neither a test nor a validation split ({sorted(splits)}); "
+                     "name the splits: tfds:NAME:TRAIN_SPLIT:EVAL_SPLIT.")
+
+
+def _check_split(name, info, split):
+    available = set(info.splits.keys())
+    for part in split.split("+"):
+        base = part.split("[")[0].strip()
+        if available and base not in available:
+            raise ValueError(f"tfds:{name} has no split {base!r}; its splits: {sorted(available)}.")
+
+
+def _tfds_split(builder, name, split, data_dir):
+    try:
+        dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    except AssertionError:  # what TFDS raises for a dataset not prepared
+        root = data_dir or "TFDS default data_dir (~/tensorflow_datasets)"
+        raise FileNotFoundError(
+            f"tfds:{name} is not prepared in {root}; prepare it once with 'tfds build {name} "
+            f"--data_dir=DIR' and pass --data_dir=DIR (this program never downloads)."
+        ) from None
+    dataset = dataset.map(_supervised_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return _StreamSplit(_tfds_count(builder.info, split, dataset), dataset)
+
+
+def _supervised_example(image, label):
+    if image.dtype != tf.uint8:
+        image = tf.cast(image, tf.float32)
+    return image, tf.cast(label, tf.int32)
+
+
+def _tfds_count(info, split, dataset):
+    """Exact example count: split metadata, else cardinality, else one counting pass (mocks)."""
+    if info.splits:
+        try:
+            return int(info.splits[split].num_examples)
+        except (KeyError, ValueError, TypeError):
+            pass
+    count = int(dataset.cardinality())
+    if count >= 0:
+        return count
+    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
