@@ -41,6 +41,10 @@ _DATASET = _define("string", "dataset", "fashion_mnist",
 _DATA_DIR = _define("string", "data_dir", None, "Data folder (TFDS data_dir, IDX files).")
 _TRAIN_EXAMPLES = _define("integer", "train_examples", None, "Cap on training examples.")
 _EVAL_EXAMPLES = _define("integer", "eval_examples", None, "Cap on evaluation examples.")
+_IMAGE_SIZE = _define("integer", "image_size", None,
+                      "Resize to N x N (ImageNet-style random-resized crops for training, "
+                      "resize and centre crop for evaluation); needed for datasets whose "
+                      "images differ in size.")
 _HELD_OUT_EXAMPLES = _define(
     "integer", "held_out_examples", 0,
     "Training examples kept out of training; a baseline scores its confusion matrix on them "
@@ -229,6 +233,7 @@ def resolve_groupings(dataset, model_dir, chief):
                 f"grouping {path} has {len(g)} labels but {_DATASET.value} has "
                 f"{dataset.num_classes} classes; give one group id per class.")
     if chief:
+        os.makedirs(folder, exist_ok=True)
         for index, g in enumerate(groupings):
             grouping_lib.save_grouping(os.path.join(folder, f"grouping_{index}.txt"), g)
     return groupings
@@ -312,14 +317,15 @@ def run():
     log(f"strategy {_STRATEGY.value}: {replicas} replica(s), global batch {_BATCH_SIZE.value}, "
         f"{_BATCH_SIZE.value // replicas} per replica")
     keras.utils.set_random_seed(_SEED.value)
-    if _MIXED_PRECISION.value:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # bfloat16 needs no loss scaling; variables, softmax outputs and the joint stay float32.
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if _MIXED_PRECISION.value else "float32")
 
     # === Data ===
     dataset, held_out = data.load(
         _DATASET.value, data_dir=_DATA_DIR.value, train_examples=_TRAIN_EXAMPLES.value,
         eval_examples=_EVAL_EXAMPLES.value, held_out_examples=_HELD_OUT_EXAMPLES.value,
-        seed=_SEED.value)
+        seed=_SEED.value, image_size=_IMAGE_SIZE.value)
     log(f"data {_DATASET.value}: {dataset.num_train} training and {dataset.num_eval} evaluation "
         f"images of {dataset.image_shape}, {dataset.num_classes} classes")
     normalization = {"none": None, "scale": "scale"}.get(_NORMALIZATION.value)

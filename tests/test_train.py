@@ -103,7 +103,8 @@ def test_ssal_run_with_auto_groupings(tmp_path, fashion_dir, baseline_dir):
     result = run_train(*train_args(
         model_dir, fashion_dir, "--held_out_examples=100", "--groupings=auto",
         f"--grouping_source={baseline_dir}", "--num_groups=3,5", "--taps=stage1,stage2",
-        "--head=cbr(16,3) gap", "--head=gap", "--loss_weights=0.5,1", "--alpha=0.4"))
+        "--head=cbr(16,3) gap", "--head=gap", "--loss_weights=0.5,1", "--alpha=0.4",
+        "--mixed_precision", "--label_smoothing=0.1", "--nesterov"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "+JP (joint output) top-1" in result.stdout
     record = metrics(model_dir)

@@ -1,0 +1,66 @@
+"""The trainer on the other data sources, in-process: TFDS (mocked) and image folders."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl.testing import flagsaver
+
+from ssal_keras import train
+
+SMALL_RUN = dict(epochs=1, batch_size=16, learning_rate=0.05, warmup_epochs=0.0,
+                 log_every_steps=2, eval_batch_size=32)
+
+
+def test_tfds_dataset_through_mock_data(tmp_path):
+    model_dir = str(tmp_path / "tfds")
+    with tfds.testing.mock_data(num_examples=48):
+        with flagsaver.flagsaver(model_dir=model_dir, dataset="tfds:mnist", augment="shift",
+                                 **SMALL_RUN):
+            train.run()
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        record = json.load(f)
+    assert record["completed"] and record["history"][0]["eval"]["examples"] == 48
+    with open(os.path.join(model_dir, "class_names.json")) as f:
+        assert json.load(f) == [str(i) for i in range(10)]
+
+
+def write_png_folder(root, *, classes, per_class, size=(16, 16)):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class if split == "train" else 4):
+                image = rng.integers(0, 60, (*size, 3)) + 60 * index
+                png = tf.io.encode_png(np.clip(image, 0, 255).astype(np.uint8))
+                (folder / f"{i}.png").write_bytes(png.numpy())
+
+
+def test_folder_dataset_with_ssal_branches(tmp_path):
+    root = tmp_path / "images"
+    write_png_folder(root, classes=["cat", "dog", "fox", "owl"], per_class=12)
+    grouping_file = tmp_path / "g.txt"
+    grouping_file.write_text("0\n0\n1\n1\n")
+    model_dir = str(tmp_path / "folder_run")
+    with flagsaver.flagsaver(model_dir=model_dir, dataset=f"folder:{root}",
+                             normalization="mean_std", groupings=[str(grouping_file)],
+                             taps=["stage1"], head=["gap"], augment="shift_flip",
+                             **SMALL_RUN):
+        train.run()
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        record = json.load(f)
+    assert record["completed"] and len(record["aux_top1"]) == 1
+    assert record["history"][0]["eval"]["examples"] == 16
+    with open(os.path.join(model_dir, "class_names.json")) as f:
+        assert json.load(f) == ["cat", "dog", "fox", "owl"]
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with flagsaver.flagsaver(model_dir=str(tmp_path / "run"), dataset="folder:/nonexistent",
+                             **SMALL_RUN):
+        with pytest.raises((FileNotFoundError, ValueError), match="/nonexistent"):
+            train.run()
