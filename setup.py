@@ -22,6 +22,7 @@ setup(
         "onnx>=1.17",
         "tf2onnx>=1.17,<1.18",
         "onnxruntime>=1.20",
+        "pillow>=10",  # image files in the ONNX Runtime client (export/onnx_predict.py)
     ],
     extras_require={"test": ["pytest>=8"]},
 )

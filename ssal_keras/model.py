@@ -168,7 +168,8 @@ class SSALModel(keras.Model):
             [base, *aux]
         )
         outputs = {BASE: base, **{aux_name(i): a for i, a in enumerate(aux)}, JOINT: joint}
-        super().__init__(inputs=backbone.inputs, outputs=outputs, name=name, **kwargs)
+        # The single input tensor, not a one-element list: the model is called on a tensor.
+        super().__init__(inputs=backbone.input, outputs=outputs, name=name, **kwargs)
 
         # === Config ===
         self.backbone = backbone
