@@ -47,15 +47,15 @@ def run():
     eval_examples = _EVAL_EXAMPLES.value
     if eval_examples is None and "eval_examples" in saved:
         eval_examples = int(saved["eval_examples"])
+    image_size = int(saved["image_size"]) if "image_size" in saved else None
     model = keras.saving.load_model(path, safe_mode=True)
     dataset, _ = data.load(spec, data_dir=_DATA_DIR.value or saved.get("data_dir"),
-                           train_examples=1, eval_examples=eval_examples)
+                           train_examples=1, eval_examples=eval_examples, image_size=image_size)
     expected = tuple(model.inputs[0].shape[1:])
     if tuple(dataset.image_shape) != expected:
         raise cli.UsageError(f"{spec} has images of {dataset.image_shape} but the model takes "
                              f"{expected}; evaluate it on the data it was trained for.")
-    metrics, _ = evaluation.evaluate(
-        model, data.eval_pipeline(dataset.eval, batch_size=_BATCH_SIZE.value))
+    metrics, _ = evaluation.evaluate(model, data.eval_pipeline(dataset, batch_size=_BATCH_SIZE.value))
     metrics = {"dataset": spec, **metrics}
     text = json.dumps(metrics)
     print(text, flush=True)

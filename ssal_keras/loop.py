@@ -202,19 +202,22 @@ class Trainer:
         return iter(data.distributed_train_dataset(
             self.strategy, self.dataset.train, global_batch_size=self.global_batch_size,
             augment=self.augment, seed=self.seed + epoch, repeat=True, skip_steps=skip_steps,
+            image_size=self.dataset.image_size,
         ))
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self):
         """Top-1/top-5 of base and joint and each branch's group accuracy on the eval split."""
-        batches = data.eval_pipeline(self.dataset.eval, batch_size=self.eval_batch_size)
-        metrics, _ = evaluation.evaluate(self.model, batches, predict=self._predict)
-        return metrics
+        return self._evaluate(self.dataset.eval)[0]
 
     def confusion(self, split):
         """The base output's confusion matrix on an unbatched split (rows: true labels)."""
-        batches = data.eval_pipeline(split, batch_size=self.eval_batch_size)
-        return evaluation.evaluate(self.model, batches, predict=self._predict)[1]
+        return self._evaluate(split)[1]
+
+    def _evaluate(self, split):
+        batches = data.eval_pipeline(split, batch_size=self.eval_batch_size,
+                                     image_size=self.dataset.image_size)
+        return evaluation.evaluate(self.model, batches, predict=self._predict)
 
     # --- loop ------------------------------------------------------------------------------
     def restore(self):

@@ -325,7 +325,7 @@ def run():
     dataset, held_out = data.load(
         _DATASET.value, data_dir=_DATA_DIR.value, train_examples=_TRAIN_EXAMPLES.value,
         eval_examples=_EVAL_EXAMPLES.value, held_out_examples=_HELD_OUT_EXAMPLES.value,
-        seed=_SEED.value, **({"image_size": _IMAGE_SIZE.value} if _IMAGE_SIZE.value else {}))
+        seed=_SEED.value, image_size=_IMAGE_SIZE.value)
     log(f"data {_DATASET.value}: {dataset.num_train} training and {dataset.num_eval} evaluation "
         f"images of {dataset.image_shape}, {dataset.num_classes} classes")
     normalization = {"none": None, "scale": "scale"}.get(_NORMALIZATION.value)

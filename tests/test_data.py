@@ -171,6 +171,9 @@ def test_tfds_eval_split_fallback():
     assert sources._default_eval_split("x", info()) == "test"  # mocked: no split metadata
     assert sources._default_eval_split("x", info("train", "test", "validation")) == "test"
     assert sources._default_eval_split("x", info("train", "validation")) == "validation"
+    # imagenet2012's test split is unlabelled (-1): its default evaluation split is validation.
+    everything = info("train", "test", "validation")
+    assert sources._default_eval_split("imagenet2012:5.1.0", everything) == "validation"
     with pytest.raises(ValueError) as error:
         sources._default_eval_split("x", info("train"))
     assert "tfds:NAME:TRAIN_SPLIT:EVAL_SPLIT" in one_line(error)
@@ -199,7 +202,7 @@ def test_tfds_errors(tmp_path):
     assert "no such dataset" in one_line(error)
     with pytest.raises(ValueError) as error:
         data.load("tfds:tf_flowers", data_dir=str(tmp_path))  # images of many sizes
-    assert "not one static (H, W, C)" in one_line(error)
+    assert "not one static (H, W, C)" in one_line(error) and "--image_size=N" in str(error.value)
 
 
 def test_folder_with_train_and_val(tmp_path):
@@ -264,7 +267,7 @@ def test_folder_errors(tmp_path):
     write_image(str(tmp_path / "sizes" / "val" / "c0" / "x.png"), np.zeros((10, 10, 3)))
     with pytest.raises(ValueError) as error:
         data.load(f"folder:{tmp_path / 'sizes'}")
-    assert "images differ in size" in one_line(error) and "resize" in str(error.value)
+    assert "images differ in size" in one_line(error) and "--image_size=N" in str(error.value)
     write_class_folders(tmp_path / "names" / "train", [2])
     write_image(str(tmp_path / "names" / "test" / "other" / "x.png"), np.zeros((8, 8, 3)))
     with pytest.raises(ValueError) as error:
@@ -483,6 +486,15 @@ try:
     data.distributed_eval_dataset(strategy, dataset, global_batch_size=5)
 except ValueError as error:
     report["error"] = str(error)
+# images of 8..20 rows (varying), resized to 6 x 6
+mixed = tf.data.Dataset.range(13).map(
+    lambda i: (tf.fill(tf.stack([8 + tf.cast(i, tf.int32), 10, 1]), tf.cast(i, tf.uint8)),
+               tf.cast(i, tf.int32)))
+shapes = lambda x: [list(t.shape) for t in strategy.experimental_local_results(x)]
+report["mixed_train"] = [shapes(x) for x, _ in data.distributed_train_dataset(
+    strategy, mixed, global_batch_size=4, augment="shift_flip", seed=0, image_size=6)]
+report["mixed_eval"] = [local(y) for _, y in data.distributed_eval_dataset(
+    strategy, mixed, global_batch_size=4, image_size=6)]
 print(json.dumps(report))
 """
 
@@ -502,3 +514,168 @@ def test_distributed_datasets_on_two_replicas():
     eval_seen = [label for step in report["eval"] for replica in step for label in replica]
     assert sorted(eval_seen) == list(range(13))  # every example exactly once
     assert "does not divide across 2 replicas" in report["error"]
+    assert report["mixed_train"] == [[[2, 6, 6, 1], [2, 6, 6, 1]]] * 3
+    assert sorted(y for step in report["mixed_eval"] for r in step for y in r) == list(range(13))
+
+
+# Images of varying size: load(..., image_size=N) and the ImageNet transforms --------------
+
+
+def write_mixed_folder(root, per_class=5):
+    """Random PNGs of 20x30 and 40x24 (one grayscale 24x24 in c1), ``per_class`` per class."""
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        for i in range(per_class):
+            shape = (24, 24, 1) if (c, i) == (1, 2) else [(20, 30, 3), (40, 24, 3)][i % 2]
+            write_image(str(root / f"c{c}" / f"{i}.png"), rng.integers(0, 256, shape))
+
+
+def resize_bilinear(image, height, width):
+    """NumPy reference of TF2's bilinear resize (half-pixel centres, no antialiasing)."""
+    def weights(size_in, size_out):
+        coords = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+        floor = np.floor(coords)
+        lower = np.clip(floor, 0, size_in - 1).astype(int)
+        upper = np.clip(np.ceil(coords), 0, size_in - 1).astype(int)
+        return lower, upper, coords - floor
+
+    image = image.astype(np.float64)
+    lower, upper, lerp = weights(image.shape[0], height)
+    image = image[lower] + (image[upper] - image[lower]) * lerp[:, None, None]
+    lower, upper, lerp = weights(image.shape[1], width)
+    return image[:, lower] + (image[:, upper] - image[:, lower]) * lerp[None, :, None]
+
+
+def test_folder_of_mixed_sizes_with_image_size(tmp_path):
+    write_mixed_folder(tmp_path)
+    with pytest.raises(ValueError) as error:
+        data.load(f"folder:{tmp_path}")
+    assert "images differ in size" in one_line(error) and "--image_size=N" in str(error.value)
+    dataset, _ = data.load(f"folder:{tmp_path}", image_size=16)
+    assert (dataset.image_shape, dataset.image_size) == ((16, 16, 3), 16)
+    assert (dataset.num_train, dataset.num_eval) == (8, 2)
+    assert tuple(dataset.train.element_spec[0].shape) == (None, None, 3)
+    sizes = {x.shape for x, _ in dataset.train}
+    assert {(20, 30, 3), (40, 24, 3), (24, 24, 3)} <= sizes  # decoded unresized, all RGB
+    for batches in (data.train_pipeline(dataset, batch_size=4, augment="shift_flip", seed=0),
+                    data.eval_pipeline(dataset, batch_size=4)):
+        images = np.concatenate([x.numpy() for x, _ in batches])
+        assert images.shape[1:] == (16, 16, 3) and images.dtype == np.float32
+        assert images.min() >= 0 and images.max() <= 255 and images.std() > 10
+    # What the trainer passes: the raw splits, with the keyword.
+    train = data.train_pipeline(dataset.train, batch_size=4, augment="shift", seed=0,
+                                image_size=16)
+    assert next(iter(train))[0].shape == (4, 16, 16, 3)
+    with pytest.raises(ValueError) as error:  # the raw split without the keyword
+        data.eval_pipeline(dataset.eval, batch_size=4)
+    assert "pass image_size=N" in one_line(error)
+    with pytest.raises(ValueError) as error:  # a size that contradicts the Dataset's
+        data.eval_pipeline(dataset, batch_size=4, image_size=8)
+    assert "differs from the Dataset's image_size=16" in one_line(error)
+
+
+def test_image_size_on_a_dataset_of_one_size(tmp_path):
+    dataset, _ = data.load(f"npz:{write_npz(tmp_path / 'd.npz')}", image_size=4)
+    assert (dataset.image_shape, dataset.image_size) == ((4, 4, 1), 4)
+    images, _ = next(iter(data.eval_pipeline(dataset, batch_size=3)))
+    assert images.shape == (3, 4, 4, 1)
+    plain, _ = data.load(f"npz:{tmp_path / 'd.npz'}")
+    assert plain.image_size is None and plain.image_shape == (6, 6, 1)
+
+
+@pytest.mark.parametrize("shape", [(20, 30, 3), (40, 24, 1)])
+def test_eval_transform_resizes_the_shorter_side_and_crops_the_centre(shape):
+    image = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    # 16 / 0.875 = 18.3: shorter side to 18; 20x30 -> 18x27, crop at (1, 5); 40x24 -> 30x18,
+    # crop at (7, 1).
+    height, width = (18, 27) if shape[0] < shape[1] else (30, 18)
+    top, left = (height - 16) // 2, (width - 16) // 2
+    expected = resize_bilinear(image, height, width)[top:top + 16, left:left + 16]
+    dataset = tf.data.Dataset.from_tensors((image, np.int32(0)))
+    for _ in range(2):  # deterministic
+        batch, _ = next(iter(data.eval_pipeline(dataset, batch_size=1, image_size=16)))
+        np.testing.assert_allclose(batch[0].numpy(), expected, atol=1e-3)
+    train, _ = next(iter(data.train_pipeline(dataset, batch_size=1, augment="none", seed=5,
+                                             image_size=16)))
+    np.testing.assert_allclose(train[0].numpy(), expected, atol=1e-3)
+
+
+def ramp_images(count, *, height=160, width=200):
+    """RGB images whose channel 0 is the column index and channel 1 the row index."""
+    rows, cols = np.mgrid[:height, :width]
+    image = np.stack([cols, rows, np.zeros_like(rows)], -1).astype(np.uint8)
+    return tf.data.Dataset.from_tensor_slices((np.repeat(image[None], count, 0),
+                                               np.arange(count, dtype=np.int32)))
+
+
+def test_random_resized_crop_windows():
+    dataset = ramp_images(64)
+    size = 16
+    shift, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift", seed=0,
+                                             image_size=size, shuffle_buffer=1)))
+    shift = shift.numpy()
+    assert shift.shape == (64, size, size, 3)
+    # Bilinear sampling of a ramp: the sampled centres span (size - 1) / size of the window.
+    widths = (shift[:, 0, -1, 0] - shift[:, 0, 0, 0]) * size / (size - 1)
+    heights = (shift[:, -1, 0, 1] - shift[:, 0, 0, 1]) * size / (size - 1)
+    areas, ratios = widths * heights / (160 * 200), widths / heights
+    assert (widths > 0).all() and areas.min() > 0.075 and areas.max() <= 1.0
+    assert areas.max() - areas.min() > 0.3  # many scales, not one
+    assert ratios.min() > 0.72 and ratios.max() < 1.38  # 3/4 to 4/3, up to whole pixels
+    # Same seed: the same windows; shift_flip mirrors some of them.
+    flip, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift_flip",
+                                            seed=0, image_size=size, shuffle_buffer=1)))
+    flip = flip.numpy()
+    mirrored = np.array([np.array_equal(f, s[:, ::-1]) for f, s in zip(flip, shift)])
+    same = np.array([np.array_equal(f, s) for f, s in zip(flip, shift)])
+    assert (mirrored | same).all() and 0.25 < mirrored.mean() < 0.75
+
+
+def test_image_size_same_seed_same_batches(tmp_path):
+    write_mixed_folder(tmp_path)
+    dataset, _ = data.load(f"folder:{tmp_path}", image_size=16)
+
+    def epoch(pipeline):
+        return np.concatenate([x.numpy() for x, _ in pipeline])
+
+    def make(seed):
+        return data.train_pipeline(dataset, batch_size=4, augment="shift_flip", seed=seed,
+                                   drop_remainder=False)
+
+    pipeline = make(3)
+    first, second = epoch(pipeline), epoch(pipeline)
+    np.testing.assert_array_equal(first, epoch(make(3)))
+    assert not np.array_equal(first, second)  # new order and crops every epoch
+    assert not np.array_equal(first, epoch(make(4)))
+    evaluation = [epoch(data.eval_pipeline(dataset, batch_size=4)) for _ in range(2)]
+    np.testing.assert_array_equal(*evaluation)
+
+
+def test_tfds_of_varying_size_under_mock_data():
+    with tfds.testing.mock_data(num_examples=6):
+        with pytest.raises(ValueError) as error:
+            data.load("tfds:imagenet2012")
+        assert "--image_size=N" in one_line(error)
+        dataset, held_out = data.load("tfds:imagenet2012", image_size=16, held_out_examples=2,
+                                      eval_examples=5)
+        assert (dataset.image_shape, dataset.num_classes) == ((16, 16, 3), 1000)
+        assert (dataset.num_train, dataset.num_eval, int(held_out.cardinality())) == (4, 5, 2)
+        train = data.train_pipeline(dataset, batch_size=2, augment="shift_flip", seed=0)
+        assert [tuple(x.shape) for x, _ in train] == [(2, 16, 16, 3)] * 2
+        evaluation = data.eval_pipeline(dataset, batch_size=2)
+        assert [tuple(x.shape) for x, _ in evaluation] == [(2, 16, 16, 3)] * 2 + [(1, 16, 16, 3)]
+        confusion = data.eval_pipeline(held_out, batch_size=2, image_size=16)
+        assert [tuple(x.shape) for x, _ in confusion] == [(2, 16, 16, 3)]
+
+
+def test_channel_statistics_of_varying_size():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+              for h, w in ((5, 7), (9, 4), (3, 3))]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: ((x, np.int32(0)) for x in images),
+        output_signature=(tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int32)))
+    pixels = np.concatenate([x.reshape(-1, 3) for x in images])
+    mean, std = data.channel_statistics(dataset)
+    np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(0), rtol=1e-9)

@@ -64,3 +64,27 @@ def test_missing_folder_is_a_clear_error(tmp_path):
                              **SMALL_RUN):
         with pytest.raises((FileNotFoundError, ValueError), match="/nonexistent"):
             train.run()
+
+
+def test_mixed_size_images_with_image_size(tmp_path):
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 10), ("val", 3)):
+        for index, name in enumerate(["a", "b"]):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                size = (20 + 4 * (i % 3), 30 - 3 * (i % 2), 3)
+                image = np.clip(rng.integers(0, 80, size) + 120 * index, 0, 255).astype(np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    model_dir = str(tmp_path / "run")
+    with flagsaver.flagsaver(model_dir=model_dir, dataset=f"folder:{root}", image_size=16,
+                             **SMALL_RUN):
+        train.run()
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        record = json.load(f)
+    assert record["completed"] and record["history"][0]["eval"]["examples"] == 6
+    import keras
+
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), safe_mode=True)
+    assert tuple(model.input.shape[1:]) == (16, 16, 3)

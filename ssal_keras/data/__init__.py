@@ -3,13 +3,18 @@
 - ``sources``: ``load(spec)`` reads Fashion-MNIST, TFDS, image folders or npz files as
   unbatched splits of raw pixels (``Dataset``), with caps and a held-out part.
 - ``pipelines``: shuffling, the authors' augmentation (SPEC section 5), batching, per-replica
-  sharding under a ``tf.distribute`` strategy, per-channel statistics.
+  sharding under a ``tf.distribute`` strategy, per-channel statistics; for images of varying
+  size (``load(..., image_size=N)``), ImageNet's random-resized crops and centre crops.
 - ``fashion_mnist``: the NumPy reader of Debian's Fashion-MNIST IDX files.
 
 Example::
 
     dataset, held_out = data.load("tfds:cifar100", data_dir="/data/tfds", held_out_examples=5000)
     batches = data.train_pipeline(dataset, batch_size=64, augment="shift_flip", seed=0)
+
+    imagenet, _ = data.load("tfds:imagenet2012", data_dir="/data/tfds", image_size=224)
+    batches = data.train_pipeline(imagenet.train, batch_size=256, augment="shift_flip",
+                                  seed=0, image_size=imagenet.image_size)
 """
 
 from ssal_keras.data.fashion_mnist import (
@@ -19,6 +24,7 @@ from ssal_keras.data.fashion_mnist import (
 )
 from ssal_keras.data.pipelines import (
     AUGMENTATIONS,
+    EVAL_CROP_FRACTION,
     MAX_SHIFT,
     augment_batch,
     channel_statistics,
@@ -26,6 +32,8 @@ from ssal_keras.data.pipelines import (
     distributed_eval_dataset,
     distributed_train_dataset,
     eval_pipeline,
+    random_resized_crop,
+    resize_and_center_crop,
     train_pipeline,
 )
 from ssal_keras.data.sources import SPEC_FORMS, Dataset, load
@@ -33,6 +41,7 @@ from ssal_keras.data.sources import SPEC_FORMS, Dataset, load
 __all__ = [
     "AUGMENTATIONS",
     "Dataset",
+    "EVAL_CROP_FRACTION",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
     "MAX_SHIFT",
@@ -45,5 +54,7 @@ __all__ = [
     "eval_pipeline",
     "load",
     "load_fashion_mnist",
+    "random_resized_crop",
+    "resize_and_center_crop",
     "train_pipeline",
 ]

@@ -10,8 +10,10 @@ Two layouts:
 
 Images are found recursively under each class folder (``*.png``, ``*.jpg``, ``*.jpeg``, any
 case; Tiny ImageNet's ``train/<wnid>/images/``). Class ids are the sorted folder names of the
-training part. All images must have one height and width (resizing is not done here); a file
-with one channel among RGB files is decoded as RGB, an alpha channel is dropped.
+training part. A file with one channel among RGB files is decoded as RGB, an alpha channel is
+dropped. By default all images must have one height and width (checked on the first image of
+each class, then on every image as it is read); with ``mixed_sizes=True`` (``load(...,
+image_size=N)``) they may differ, and the input pipelines resize them.
 """
 
 import dataclasses
@@ -34,20 +36,23 @@ class FileSplit:
     labels: np.ndarray  # int32
 
 
-def read_folder(path):
+def read_folder(path, *, mixed_sizes=False):
     """Lists a ``folder:PATH`` dataset (module docstring).
 
     Args:
         path: str. The dataset's folder.
+        mixed_sizes: bool. Accept images of different heights and widths (the channels are
+            still one number for all).
 
     Returns:
         ``(class_names, train, eval, image_shape)``: list of str, two ``FileSplit`` and the
-        ``(height, width, channels)`` every image is decoded to.
+        ``(height, width, channels)`` every image is decoded to (``(None, None, channels)``
+        with ``mixed_sizes``).
 
     Raises:
         FileNotFoundError: if ``path`` is not a folder.
         ValueError: on a folder without images, an evaluation class unknown to training, or
-            images of different sizes.
+            (without ``mixed_sizes``) images of different sizes.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(
@@ -61,7 +66,7 @@ def read_folder(path):
     else:
         class_names, everything = _class_folders(path)
         train, eval_ = _split_each_class(everything, class_names)
-    return class_names, train, eval_, _image_shape(train, eval_)
+    return class_names, train, eval_, _image_shape(train, eval_, mixed_sizes)
 
 
 def _class_folders(root):
@@ -150,23 +155,28 @@ def _split_each_class(split, class_names):
             FileSplit(split.paths[is_eval], split.labels[is_eval]))
 
 
-def _image_shape(train, eval_):
-    """The common ``(height, width, channels)``, checked on each split's first image per class.
+def _image_shape(train, eval_, mixed_sizes=False):
+    """The common ``(height, width, channels)``, checked on each split's first image per class
+    (``(None, None, channels)`` with ``mixed_sizes``).
 
     Raises:
-        ValueError: if two of the checked images differ in height or width.
+        ValueError: if two of the checked images differ in height or width (not with
+            ``mixed_sizes``).
     """
     shapes = {}
     for split in (train, eval_):
         _, first = np.unique(split.labels, return_index=True)
         for path in split.paths[first]:
             shapes[path] = tuple(_decode(path).shape)
+    channels = 3 if any(shape[2] >= 3 for shape in shapes.values()) else 1
+    if mixed_sizes:
+        return None, None, channels
     (first_path, (height, width, _)), *others = shapes.items()
     for path, shape in others:
         if shape[:2] != (height, width):
             raise ValueError(f"images differ in size: {first_path} is {height}x{width}, {path} "
-                             f"is {shape[0]}x{shape[1]}; resize them to one size first.")
-    channels = 3 if any(shape[2] >= 3 for shape in shapes.values()) else 1
+                             f"is {shape[0]}x{shape[1]}; pass --image_size=N to resize them "
+                             "(load(..., image_size=N)), or resize the files to one size.")
     return height, width, channels
 
 
@@ -183,16 +193,20 @@ def decode_file(path, label, *, image_shape):
     Args:
         path: string tensor. The file.
         label: int32 tensor. Passed through.
-        image_shape: tuple. ``(height, width, channels)`` of every image.
+        image_shape: tuple. ``(height, width, channels)`` of every image; height and width
+            None: any size (not checked).
 
     Returns:
         ``(image, label)``.
     """
     image = tf.io.decode_image(tf.io.read_file(path), channels=image_shape[-1],
                                expand_animations=False)
+    if image_shape[0] is None or image_shape[1] is None:
+        return tf.ensure_shape(image, (None, None, image_shape[-1])), label
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_shape[:2]))
     check = tf.debugging.Assert(same_size, [
-        "This image differs in size from the folder's first image; resize them to one size:",
+        "This image differs in size from the folder's first image; pass --image_size=N to "
+        "resize (load(..., image_size=N)):",
         path, tf.shape(image),
     ])
     with tf.control_dependencies([check]):

@@ -28,6 +28,14 @@ Selection, so that runs compare:
   in file order.
 
 Every returned split has a known ``cardinality()`` equal to its count.
+
+Image sizes: without ``image_size`` every image of a dataset must have one static
+``(H, W, C)`` (a TFDS dataset of variable-size images, as ``imagenet2012``, or a folder of
+mixed sizes is refused). With ``image_size=N``, images may have any height and width (the
+channels stay fixed): the splits hold them as decoded (uint8), unresized, and
+``Dataset.image_shape`` is ``(N, N, C)``, the shape the input pipelines (``pipelines.py``)
+resize and crop them to, the ImageNet way (random-resized crops for training, resize and
+centre crop for evaluation). A dataset of one size may be loaded with ``image_size`` too.
 """
 
 import dataclasses
@@ -44,6 +52,10 @@ _HELD_OUT_SEED = 20200110  # fixed: the held-out part must not depend on the run
 _EVAL_ORDER_SEED = 1
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _VERSION = re.compile(r"[0-9*]+\.[0-9*]+\.[0-9*]+")
+# TFDS datasets whose ``test`` split has no labels (-1): the default evaluation split is
+# ``validation`` (imagenet2012 5.1.0 added an unlabelled test split).
+_UNLABELLED_TEST_SPLIT = ("imagenet2012", "imagenet2012_subset", "imagenet2012_multilabel",
+                          "imagenet2012_real", "imagenet2012_corrupted")
 
 
 @dataclasses.dataclass
@@ -53,12 +65,17 @@ class Dataset:
     Attributes:
         train: tf.data.Dataset. ``(image, label)``: uint8 (float32 for float npz arrays)
             ``image_shape`` pixels in 0..255, int32 scalar label. Held-out part removed.
+            With ``image_size``: images of their own height and width (``(None, None, C)``
+            for sources of varying size), resized by the input pipelines.
         eval: tf.data.Dataset. The test (or validation) split, the same way.
         num_classes: int. Number of classes.
         class_names: list. A str per class id.
-        image_shape: tuple. ``(height, width, channels)``.
+        image_shape: tuple. ``(height, width, channels)`` of the model's input: the images'
+            own shape, or ``(image_size, image_size, channels)``.
         num_train: int. Examples in ``train`` (after the held-out part and the cap).
         num_eval: int. Examples in ``eval`` (after the cap).
+        image_size: int or None. The side the input pipelines resize and crop every image to
+            (``load(..., image_size=N)``); None: images are used at their own, common size.
     """
 
     train: tf.data.Dataset
@@ -68,6 +85,7 @@ class Dataset:
     image_shape: tuple
     num_train: int
     num_eval: int
+    image_size: int | None = None
 
 
 @dataclasses.dataclass
@@ -95,7 +113,7 @@ class _Source:
 
 
 def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
-         held_out_examples=0, seed=0):
+         held_out_examples=0, seed=0, image_size=None):
     """Loads a dataset as unbatched splits of raw pixels (module docstring: specs, selection).
 
     Args:
@@ -108,6 +126,9 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
         held_out_examples: int or None. Training examples set aside (never in ``train``), e.g.
             for the confusion matrix behind ``--groupings=auto``; None or 0: none.
         seed: int. Orders the training examples before ``train_examples`` (in-memory sources).
+        image_size: int or None. Accept images of any height and width, to be resized by the
+            input pipelines to ``image_size x image_size`` (module docstring); None: all
+            images must share one size, the model's input size.
 
     Returns:
         ``(dataset, held_out)``: a ``Dataset`` and the held-out unbatched
@@ -119,33 +140,41 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
     """
     for name, value, least in (("train_examples", train_examples, 1),
                                ("eval_examples", eval_examples, 1),
-                               ("held_out_examples", held_out_examples, 0)):
-        if value is not None and (not isinstance(value, (int, np.integer)) or value < least):
+                               ("held_out_examples", held_out_examples, 0),
+                               ("image_size", image_size, 1)):
+        if value is not None and (not isinstance(value, (int, np.integer))
+                                  or isinstance(value, bool) or value < least):
             raise ValueError(f"`{name}` must be None or an int >= {least}. "
                              f"Received: {name}={value!r}")
     held_out_examples = held_out_examples or 0
-    source = _read_source(spec, data_dir)
+    image_size = None if image_size is None else int(image_size)
+    source = _read_source(spec, data_dir, mixed_sizes=image_size is not None)
     if held_out_examples >= source.train.count:
         raise ValueError(f"`held_out_examples`={held_out_examples} leaves no training example: "
                          f"{spec} has {source.train.count}.")
     train, held_out, num_train = _select_train(source.train, held_out_examples,
                                                train_examples, seed)
     eval_, num_eval = _select_eval(source.eval, eval_examples)
+    if image_size is None:
+        image_shape = tuple(int(d) for d in source.image_shape)
+    else:
+        image_shape = (image_size, image_size, int(source.image_shape[-1]))
     dataset = Dataset(train=train, eval=eval_, num_classes=len(source.class_names),
-                      class_names=list(source.class_names),
-                      image_shape=tuple(int(d) for d in source.image_shape),
-                      num_train=num_train, num_eval=num_eval)
+                      class_names=list(source.class_names), image_shape=image_shape,
+                      num_train=num_train, num_eval=num_eval, image_size=image_size)
     return dataset, held_out
 
 
-def _read_source(spec, data_dir):
+def _read_source(spec, data_dir, mixed_sizes=False):
+    """The ``_Source`` of ``spec``; ``mixed_sizes``: accept images of varying height and width
+    (their ``image_shape`` is then ``(None, None, C)``)."""
     scheme, _, rest = spec.partition(":") if isinstance(spec, str) else ("", "", "")
     if spec == "fashion_mnist":
         return _fashion_mnist_source(data_dir)
     if scheme == "tfds" and rest:
-        return _tfds_source(rest, data_dir)
+        return _tfds_source(rest, data_dir, mixed_sizes)
     if scheme == "folder" and rest:
-        return _folder_source(os.path.expanduser(rest))
+        return _folder_source(os.path.expanduser(rest), mixed_sizes)
     if scheme == "npz" and rest:
         return _npz_source(os.path.expanduser(rest))
     raise ValueError(f"Unknown dataset {spec!r}; valid forms: {SPEC_FORMS}.")
@@ -242,8 +271,8 @@ def _fashion_mnist_source(data_dir):
         ) from None
 
 
-def _folder_source(path):
-    class_names, train, eval_, image_shape = folder.read_folder(path)
+def _folder_source(path, mixed_sizes=False):
+    class_names, train, eval_, image_shape = folder.read_folder(path, mixed_sizes=mixed_sizes)
     return _Source(_file_split(train, image_shape), _file_split(eval_, image_shape),
                    class_names, image_shape)
 
@@ -289,7 +318,7 @@ def _npz_split(path, arrays, x_key, y_key):
 # TFDS ---------------------------------------------------------------------------------------
 
 
-def _tfds_source(rest, data_dir):
+def _tfds_source(rest, data_dir, mixed_sizes=False):
     """A prepared TFDS dataset, ``rest`` = ``NAME[:VERSION][:TRAIN_SPLIT:EVAL_SPLIT]``."""
     import tensorflow_datasets as tfds
 
@@ -306,9 +335,13 @@ def _tfds_source(rest, data_dir):
         _check_split(name, info, split)
     image_feature, label_feature = info.features[image_key], info.features[label_key]
     shape = tuple(image_feature.shape)
-    if len(shape) != 3 or None in shape:
+    if len(shape) != 3 or shape[-1] is None:
+        raise ValueError(f"tfds:{name} has images of shape {shape}, not (H, W, C) with a known "
+                         "number of channels; it is not an image classification set for this "
+                         "program.")
+    if None in shape and not mixed_sizes:
         raise ValueError(f"tfds:{name} has images of shape {shape}, not one static (H, W, C); "
-                         "resizing is not done here, use a dataset of one image size.")
+                         "pass --image_size=N to resize them (load(..., image_size=N)).")
     if not hasattr(label_feature, "names"):
         raise ValueError(f"tfds:{name}: its label {label_key!r} is not a ClassLabel.")
     splits = [_tfds_split(builder, name, s, data_dir) for s in (train_split, eval_split)]
@@ -336,8 +369,11 @@ def _supervised_keys(name, info):
 
 
 def _default_eval_split(name, info):
-    """``test``, or ``validation`` for a dataset without a test split (as imagenet2012)."""
+    """``test``, or ``validation`` for a dataset without a labelled test split (imagenet2012's
+    test split has no labels)."""
     splits = set(info.splits.keys())
+    if name.split(":")[0].split("/")[0] in _UNLABELLED_TEST_SPLIT:
+        return "validation"
     if not splits or "test" in splits:  # no split metadata under tfds.testing.mock_data
         return "test"
     if "validation" in splits:
