@@ -199,13 +199,22 @@ def to_saved_model(model, path, *, outputs=None, alpha=None, precision="float32"
         FileExistsError: when ``path`` exists and ``overwrite`` is false.
         ExportCheckError: when the SavedModel does not reproduce the Keras model.
     """
+    return _write_checked(
+        model, path, outputs=outputs, alpha=alpha, precision=precision, overwrite=overwrite,
+        artefact="saved_model",
+        write=lambda m, staged, names: _saved_model_into(m, staged, names, tolerance))
+
+
+def _write_checked(model, path, *, outputs, alpha, precision, overwrite, artefact, write):
+    """Prepares the model, writes and checks one artefact in a staging folder beside ``path``,
+    and moves it into place only when its check passed."""
     model, names, precision_info = serving.prepare(
         model, outputs=outputs, alpha=alpha, precision=precision)
     path, parent = _check_destination(path, overwrite)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.partial-")
     try:
-        staged = os.path.join(staging, "saved_model")
-        report = _saved_model_into(model, staged, names, tolerance)
+        staged = os.path.join(staging, artefact)
+        report = write(model, staged, names)
         _put_in_place(staged, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -331,17 +340,10 @@ def to_onnx(model, path, *, outputs=None, alpha=None, opset=DEFAULT_OPSET, preci
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 18:
         raise ValueError(f"opset must be an int in 13..18 (tf2onnx 1.17); received {opset!r}.")
-    model, names, precision_info = serving.prepare(
-        model, outputs=outputs, alpha=alpha, precision=precision)
-    path, parent = _check_destination(path, overwrite)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.partial-")
-    try:
-        staged = os.path.join(staging, "model.onnx")
-        report = _onnx_into(model, staged, names, opset, tolerance)
-        _put_in_place(staged, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return {**report, "path": path, "precision": precision_info}
+    return _write_checked(
+        model, path, outputs=outputs, alpha=alpha, precision=precision, overwrite=overwrite,
+        artefact="model.onnx",
+        write=lambda m, staged, names: _onnx_into(m, staged, names, opset, tolerance))
 
 
 def _onnx_into(model, path, names, opset, tolerance):
