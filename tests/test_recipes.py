@@ -61,3 +61,18 @@ def test_quick_start_recipe_runs(tmp_path):
     with open(os.path.join(model_dir, "metrics.json")) as f:
         record = json.load(f)
     assert len(record["aux_top1"]) == 2 and record["completed"]
+
+
+def test_nested_recipes_override_what_they_say(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", "--flagfile=models/fashion_mnist_joint_objective.flags",
+                     "--model_dir=/tmp/unused"])
+        assert flags.FLAGS.objective == "joint" and flags.FLAGS.head == ["cbr(64,3,2) gap"]
+        assert flags.FLAGS.taps == ["stage2"] and flags.FLAGS.epochs == 5
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", "--flagfile=models/fashion_mnist_split_similar.flags",
+                     "--model_dir=/tmp/unused"])
+        assert flags.FLAGS.groupings == ["models/groupings/fashion_mnist_split_3.txt",
+                                         "models/groupings/fashion_mnist_split_5.txt"]
+        assert len(flags.FLAGS.head) == 2
