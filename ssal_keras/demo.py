@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from ssal_keras import cli
+from ssal_keras import cli, rundir
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the Fashion-MNIST IDX files "
                                 "(default: Debian's /usr/share/datasets/fashion-mnist).")
@@ -121,9 +121,7 @@ def run():
         for index, g in enumerate(groupings):
             grouping.save_grouping(os.path.join(_OUTPUT_DIR.value, f"grouping_{index}.txt"), g)
         path = os.path.join(_OUTPUT_DIR.value, "ssal.keras")
-        partial = os.path.join(_OUTPUT_DIR.value, ".ssal.keras.partial.keras")
-        model.save(partial)
-        os.replace(partial, path)  # model.save is not atomic (PITFALLS.md)
+        rundir.save_model(model, path)
         print(f"  wrote {path} and the groupings")
 
 

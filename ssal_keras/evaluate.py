@@ -23,15 +23,6 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the metrics to this JSON file.")
 
 
-def _run_flags(model_dir):
-    """The run's own flags (``DIR/flags.txt``) as a dict of name to text value."""
-    path = os.path.join(model_dir, rundir.FLAGS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return dict(line.strip().lstrip("-").split("=", 1) for line in f if "=" in line)
-
-
 def run():
     """Loads the run's model, scores it and prints the metrics."""
     if not _MODEL_DIR.value:
@@ -42,7 +33,7 @@ def run():
                              "python -m ssal_keras.train and its flags).")
     if _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
-    saved = _run_flags(_MODEL_DIR.value)
+    saved = rundir.read_flags(_MODEL_DIR.value)
     spec = _DATASET.value or saved.get("dataset", "fashion_mnist")
     eval_examples = _EVAL_EXAMPLES.value
     if eval_examples is None and "eval_examples" in saved:

@@ -20,9 +20,10 @@ Example:
 
 import numbers
 import os
-import tempfile
 
 import numpy as np
+
+from ssal_keras import rundir
 
 CRITERIA = ("join_similar", "split_similar")
 
@@ -374,21 +375,7 @@ def save_grouping(path, grouping):
         OSError: if the file cannot be written.
     """
     array = validate_grouping(grouping)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(
-        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write("".join(f"{int(g)}\n" for g in array))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    rundir.write_text(os.fspath(path), "".join(f"{int(g)}\n" for g in array))
 
 
 def load_grouping(path, num_classes=None):

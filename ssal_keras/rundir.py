@@ -23,6 +23,13 @@ CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 
 
+def umask():
+    """The process umask (read without changing it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _replace_from_temp(path, write, suffix=""):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -30,6 +37,8 @@ def _replace_from_temp(path, write, suffix=""):
     os.close(handle)
     try:
         write(temp)
+        # mkstemp makes the file private; the finished file gets the usual permissions.
+        os.chmod(temp, 0o666 & ~umask())
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
@@ -37,16 +46,18 @@ def _replace_from_temp(path, write, suffix=""):
 
 
 def write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file in the same folder."""
+    """Writes ``text`` to ``path`` through a temporary file in the same folder (atomic)."""
     def write(temp):
-        with open(temp, "w") as f:
+        with open(temp, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
     _replace_from_temp(path, write)
 
 
 def write_json(path, value):
-    """Writes ``value`` as indented JSON, atomically."""
-    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+    """Writes ``value`` as indented JSON (no NaN), atomically."""
+    write_text(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path):
@@ -62,3 +73,29 @@ def write_npy(path, array):
 def save_model(model, path):
     """``model.save(path)`` through a temporary ``.keras`` file (PITFALLS: save is not atomic)."""
     _replace_from_temp(path, model.save, suffix=".keras")
+
+
+def parse_flags(text, bool_names=()):
+    """``{name: value}`` of flagfile lines (``--name=value``; ``--x`` / ``--nox`` for the
+    boolean flags named in ``bool_names``, as ``"true"`` / ``"false"``)."""
+    values = {}
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line.startswith("--"):
+            continue
+        name, equals, value = line[2:].partition("=")
+        if not equals:
+            if name not in bool_names and name.startswith("no") and name[2:] in bool_names:
+                name, value = name[2:], "false"
+            else:
+                value = "true"
+        values[name] = value
+    return values
+
+
+def read_flags(run_dir, bool_names=()):
+    """The flags a run was started with (``DIR/flags.txt``); ``{}`` if it has none."""
+    path = os.path.join(run_dir, FLAGS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return parse_flags(f.read(), bool_names)

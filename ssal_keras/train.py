@@ -122,43 +122,26 @@ def log(line):
 
 def _serialize_flags():
     """The run's flags in flagfile form (``--name=value`` lines; booleans ``--x``/``--nox``)."""
-    return "".join(f"{line}\n" for line in _flag_lines().values())
-
-
-def _flag_lines():
-    lines = {}
-    for holder in _RUN_FLAGS:
-        line = holder._flagvalues[holder.name].serialize()
-        if line:
-            lines[holder.name] = line
-    return lines
-
-
-def _saved_flag_lines(path):
-    """``{flag name: its line}`` of a flags file written by ``_serialize_flags``."""
-    names = {holder.name for holder in _RUN_FLAGS}
-    saved = {}
-    with open(path) as f:
-        for line in (raw.strip() for raw in f):
-            word = line.lstrip("-").split("=", 1)[0]
-            name = word[2:] if word not in names and word.startswith("no") else word
-            if line:
-                saved[name] = line
-    return saved
+    lines = (h._flagvalues[h.name].serialize() for h in _RUN_FLAGS)
+    return "".join(f"{line}\n" for line in lines if line)
 
 
 def _check_resume(model_dir):
     """A run folder's flags must match the command's (but for a few harmless ones)."""
-    path = os.path.join(model_dir, rundir.FLAGS_FILE)
-    if not os.path.exists(path):
+    bools = {h.name for h in _RUN_FLAGS if isinstance(h.value, bool)}
+    saved = rundir.read_flags(model_dir, bools)
+    if not saved:
         return
-    saved, current = _saved_flag_lines(path), _flag_lines()
+    current = rundir.parse_flags(_serialize_flags(), bools)
     for name in sorted((set(saved) | set(current)) - _RESUMABLE_CHANGES):
         if saved.get(name) != current.get(name):
+            show = lambda values: (f"--{name}={values[name]}" if name in values  # noqa: E731
+                                   else f"no --{name}")
             raise cli.UsageError(
-                f"{model_dir} holds a run started with {saved.get(name) or 'no --' + name}, but "
-                f"this command says {current.get(name) or 'no --' + name}; use the run's own "
-                f"flags ({path}) to resume it, or a new --model_dir."
+                f"{model_dir} holds a run started with {show(saved)}, but this command says "
+                f"{show(current)}; use the run's own flags "
+                f"({os.path.join(model_dir, rundir.FLAGS_FILE)}) to resume it, or a new "
+                "--model_dir."
             )
 
 

@@ -12,6 +12,7 @@ import platform
 import shutil
 import tempfile
 
+from ssal_keras import rundir
 from ssal_keras.export import formats as writers
 from ssal_keras.export import serving
 
@@ -22,8 +23,8 @@ ARTIFACTS = {"saved_model": "saved_model", "onnx": "model.onnx"}
 """The path of each format inside the export folder."""
 
 METADATA = "export.json"
-MODEL_FILE = "model.keras"
-CLASS_NAMES_FILE = "class_names.json"
+MODEL_FILE = rundir.MODEL_FILE
+CLASS_NAMES_FILE = rundir.CLASS_NAMES_FILE
 METADATA_VERSION = 1
 
 
@@ -160,27 +161,6 @@ def describe(model, names, *, class_names=None):
     }
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_json_atomically(path, data):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
-                               suffix=".json")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; it is not
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _check_output_dir(output_dir, overwrite):
     output_dir = os.path.abspath(os.fspath(output_dir))
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -245,7 +225,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
     try:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; OUT is not
+        os.chmod(staging, 0o777 & ~rundir.umask())  # mkdtemp makes it private; OUT is not
         reports = {}
         for fmt in chosen:
             path = os.path.join(staging, ARTIFACTS[fmt])
@@ -275,7 +255,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
         if os.path.isdir(output_dir) and not os.listdir(output_dir):
             os.rmdir(output_dir)
         if not os.path.exists(output_dir):
-            _write_json_atomically(os.path.join(staging, METADATA), meta)
+            rundir.write_json(os.path.join(staging, METADATA), meta)
             os.rename(staging, output_dir)
         else:
             finished = os.path.join(output_dir, METADATA)
@@ -289,7 +269,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
                     shutil.rmtree(target)  # a stale format of the export being replaced
                 elif os.path.lexists(target):
                     os.remove(target)
-            _write_json_atomically(finished, meta)
+            rundir.write_json(finished, meta)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta

@@ -9,6 +9,7 @@ alone for a plain Keras classifier (a baseline run has no branches, hence no joi
 import keras
 import numpy as np
 
+from ssal_keras.joint import validate_alpha
 from ssal_keras.model import BASE, JOINT, SSALModel, aux_name
 
 INPUT_NAME = "images"
@@ -167,14 +168,6 @@ def _rebuild(model, *, alpha=None, float32=False):
     return rebuilt
 
 
-def _check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not (
-        np.isfinite(alpha) and alpha >= 0
-    ):
-        raise ValueError(f"alpha must be a finite number >= 0; received alpha={alpha!r}.")
-    return float(alpha)
-
-
 def with_alpha(model, alpha):
     """The same SSAL model (same weights) with another combination exponent.
 
@@ -193,7 +186,7 @@ def with_alpha(model, alpha):
     """
     if alpha is None:
         return model
-    alpha = _check_alpha(alpha)
+    alpha = validate_alpha(alpha)
     if not is_ssal(model):
         raise ValueError(
             "alpha sets the joint prediction of an SSAL model, but this model is a plain "
@@ -245,7 +238,7 @@ def prepare(model, *, outputs=None, alpha=None, precision="float32"):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; received {precision!r}.")
     if alpha is not None:
-        alpha = _check_alpha(alpha)
+        alpha = validate_alpha(alpha)
     check_exportable(model)
     names = select_outputs(model, outputs)
     trained = with_alpha(model, alpha)
