@@ -23,6 +23,7 @@ setup(
         "tf2onnx>=1.17,<1.18",
         "onnxruntime>=1.20",
         "pillow>=10",  # image files in the ONNX Runtime client (export/onnx_predict.py)
+        "matplotlib>=3.8",  # the PNG figures of python -m ssal_keras.analyze
     ],
     extras_require={"test": ["pytest>=8"]},
 )

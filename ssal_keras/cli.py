@@ -22,13 +22,16 @@ def fail(prog, message, exit_code=EXIT_USAGE):
     sys.exit(exit_code)
 
 
-def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError)):
+def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError), commands=None):
     """Parses the flags and runs ``body()``; flag and user errors become one-line failures.
 
     Args:
-        body: callable. The program, taking no arguments (it reads its flags).
+        body: callable. The program, taking no arguments (it reads its flags), or with
+            ``commands`` the name of the command (``prog COMMAND --flags``).
         prog: str. The program's name in error lines, e.g. ``"group"``.
         user_errors: tuple of exception types. Errors that are the user's to fix.
+        commands: sequence of str or None. The program's sub-commands, one of which must
+            be the single positional argument.
     """
 
     def parse(argv):
@@ -38,10 +41,17 @@ def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError)):
             fail(prog, error)
 
     def main(argv):
-        if len(argv) > 1:
-            fail(prog, f"unexpected arguments {' '.join(argv[1:])}; flags are --name=value.")
+        args = argv[1:]
+        if commands:
+            if not args or args[0] not in commands:
+                given = f"unknown command {args[0]!r}" if args else "no command given"
+                fail(prog, f"{given}; use one of {', '.join(commands)} "
+                           f"(python -m ssal_keras.{prog} COMMAND --flags).")
+            command, args = args[0], args[1:]
+        if args:
+            fail(prog, f"unexpected arguments {' '.join(args)}; flags are --name=value.")
         try:
-            body()
+            body(command) if commands else body()
         except user_errors as error:
             fail(prog, error)
 

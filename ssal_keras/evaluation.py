@@ -94,3 +94,20 @@ def evaluate(model, batches, *, predict=None):
         outputs = {k: np.asarray(v) for k, v in outputs_by_name(predict(images)).items()}
         accuracy.update(outputs, np.asarray(labels))
     return accuracy.result(), accuracy.confusion
+
+
+def predict_outputs(model, batches):
+    """Every output of ``model`` over batches of ``(images, labels)``, gathered in memory.
+
+    Returns:
+        ``(outputs, labels)``: a dict of NumPy probability arrays (``base``, ``aux_<b>``,
+        ``joint``; ``base`` only for a plain classifier) and the int64 labels.
+    """
+    gathered, labels = {}, []
+    for images, batch_labels in batches:
+        for name, value in outputs_by_name(model(images, training=False)).items():
+            gathered.setdefault(name, []).append(np.asarray(value))
+        labels.append(np.asarray(batch_labels).reshape(-1).astype(np.int64))
+    if not labels:
+        raise ValueError("no examples to predict on; the data split is empty.")
+    return {k: np.concatenate(v) for k, v in gathered.items()}, np.concatenate(labels)

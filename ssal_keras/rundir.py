@@ -3,8 +3,8 @@
 A run folder ``DIR`` holds: ``flags.txt`` (the resolved flags, usable as a flagfile),
 ``class_names.json``, ``groupings/`` (``grouping_<b>.txt``, and ``confusion.npy`` when they were
 derived), ``checkpoints/``, ``tensorboard/``, ``held_out_confusion.npy`` (a baseline's
-confusion on held-out training images, for ``--groupings=auto``), ``metrics.json`` and
-``model.keras``.
+confusion on held-out training images, for ``--groupings=auto``), ``metrics.json``,
+``model.keras`` and ``analysis/`` (the files of ``python -m ssal_keras.analyze``).
 """
 
 import json
@@ -21,6 +21,7 @@ HELD_OUT_CONFUSION_FILE = "held_out_confusion.npy"
 GROUPINGS_DIR = "groupings"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+ANALYSIS_DIR = "analysis"
 
 
 def umask():
@@ -45,14 +46,19 @@ def _replace_from_temp(path, write, suffix=""):
             os.remove(temp)
 
 
-def write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file in the same folder (atomic)."""
+def write_bytes(path, content):
+    """Writes ``content`` to ``path`` through a temporary file in the same folder (atomic)."""
     def write(temp):
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(temp, "wb") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
     _replace_from_temp(path, write)
+
+
+def write_text(path, text):
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path, value):

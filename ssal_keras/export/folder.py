@@ -42,38 +42,10 @@ def load_run(model_dir):
         FileNotFoundError: when the folder or its ``model.keras`` is missing.
         ValueError: when the model or the class names cannot be read.
     """
-    import keras
+    from ssal_keras import trained_run
 
-    import ssal_keras  # noqa: F401  (registers the custom layers for safe_mode loading)
-
-    model_dir = os.fspath(model_dir)
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(
-            f"model_dir {model_dir} does not exist; give a run folder holding {MODEL_FILE}."
-        )
-    path = os.path.join(model_dir, MODEL_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"no {MODEL_FILE} in {model_dir}; give the run folder the trainer wrote "
-            f"(it holds {MODEL_FILE})."
-        )
-    try:
-        model = keras.saving.load_model(path, safe_mode=True)
-    except Exception as error:  # Keras raises many kinds for a bad file
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(
-            f"cannot load {path} as a Keras model ({type(error).__name__}: {message}); "
-            "re-save it with model.save()."
-        ) from None
-    class_names = None
-    names_path = os.path.join(model_dir, CLASS_NAMES_FILE)
-    if os.path.exists(names_path):
-        try:
-            with open(names_path, encoding="utf-8") as f:
-                class_names = json.load(f)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read {names_path}: {error}.") from None
-    return model, class_names
+    run = trained_run.load(model_dir)
+    return run.model, run.class_names
 
 
 def check_class_names(class_names, num_classes):

@@ -1,0 +1,242 @@
+r"""The paper's further experiments on a finished run: ``python -m ssal_keras.analyze COMMAND``.
+
+Commands (each writes JSON and a PNG; by default into ``DIR/analysis/``):
+
+- ``cam --model_dir=DIR [--output=FILE.png] [--num_images=N]``: class activation maps of the
+  base classifier (supplement D): incorrect predictions on the left, correct ones on the
+  right, each with the true and predicted label, their groups in every branch and the
+  branches' own votes.
+- ``adversarial --model_dir=DIR --attack=fgsm|bim --epsilons=0,0.01,...``: examples crafted
+  against the base output only; error of the base, of each branch (group error) and of the
+  joint prediction per epsilon (supplement E.3). Epsilons are fractions of the pixel range.
+- ``errors --model_dir=DIR [--alphas=...]``: where the branches and the base disagree and who
+  is right, and the joint accuracy over a sweep of the combination exponent on the run's
+  held-out images; the best exponent is printed for ``python -m ssal_keras.export --alpha``.
+- ``summary --runs=LABEL=GLOB [--runs=...] --output_dir=DOCS``: mean and spread over seeds of
+  several runs' metrics and analyses, as a Markdown table, JSON and the averaged curves.
+"""
+
+import json
+import math
+import os
+
+from absl import flags
+
+from ssal_keras import (attacks, cam, cli, data, error_analysis, evaluation, plots, rundir, summary,
+                        trained_run)
+from ssal_keras.model import aux_name
+
+COMMANDS = ("cam", "adversarial", "errors", "summary")
+ALPHA_SPLITS = ("held_out", "test")
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A run folder holding model.keras.")
+_OUTPUT = flags.DEFINE_string("output", None, "cam: the PNG file (default DIR/analysis/cam.png); "
+                              "its JSON goes beside it.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "adversarial, errors: the folder of the "
+                                  "JSON and PNG files (default DIR/analysis); summary: required.")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "cam: images in all, half of them "
+                                   "incorrect predictions.")
+_ATTACK = flags.DEFINE_string("attack", "fgsm", f"adversarial: one of {', '.join(attacks.ATTACKS)}.")
+_EPSILONS = flags.DEFINE_list("epsilons", ["0", "0.005", "0.01", "0.02", "0.04", "0.08"],
+                              "adversarial: largest change per pixel, fractions of 0..255.")
+_ALPHAS = flags.DEFINE_list("alphas", [f"{a / 10:g}" for a in range(21)],
+                            "errors: combination exponents to sweep.")
+_ALPHA_SPLIT = flags.DEFINE_string("alpha_split", "held_out", "errors: data of the alpha sweep: "
+                                   "held_out (the run's --held_out_examples) or test.")
+_RUNS = flags.DEFINE_multi_string("runs", [], "summary: LABEL=GLOB of run folders (one per "
+                                  "seed), repeatable.")
+_NAME = flags.DEFINE_string("name", "summary", "summary: prefix of the files written.")
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset spec (default: the run's --dataset).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data folder (default: the run's).")
+_EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", None,
+                                      "Cap on test examples (default: the run's).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size.")
+
+
+def _load():
+    if not _MODEL_DIR.value:
+        raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
+    if _BATCH_SIZE.value < 1:
+        raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
+    return trained_run.load(_MODEL_DIR.value)
+
+
+def _test_data(run, *, held_out=False):
+    dataset, held_out_split = run.load_data(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
+                                            eval_examples=_EVAL_EXAMPLES.value, held_out=held_out)
+    batches = data.eval_pipeline(dataset, batch_size=_BATCH_SIZE.value)
+    if held_out:
+        held_out_batches = data.eval_pipeline(held_out_split, batch_size=_BATCH_SIZE.value,
+                                              image_size=dataset.image_size)
+        return dataset, batches, held_out_batches
+    return dataset, batches
+
+
+def _output_dir(run):
+    return _OUTPUT_DIR.value or os.path.join(run.model_dir, rundir.ANALYSIS_DIR)
+
+
+def _write(path, report):
+    rundir.write_json(path, report)
+    print(f"wrote {path}", flush=True)
+
+
+def _groups_text(groupings, label):
+    return "[" + ",".join(str(int(g[label])) for g in groupings) + "]" if groupings else ""
+
+
+def cam_command():
+    """Supplement D: CAM of the base classifier, incorrect and correct predictions."""
+    if _NUM_IMAGES.value < 2:
+        raise cli.UsageError(f"--num_images must be >= 2 (one incorrect and one correct "
+                             f"prediction at least); received {_NUM_IMAGES.value}.")
+    output = _OUTPUT.value or os.path.join(_MODEL_DIR.value or ".", rundir.ANALYSIS_DIR, "cam.png")
+    if not output.lower().endswith(".png"):
+        raise cli.UsageError(f"--output={output} must name a .png file.")
+    run = _load()
+    dataset, batches = _test_data(run)
+    names = run.class_names or dataset.class_names
+    groupings = evaluation.model_groupings(run.model)
+    chosen, scanned = cam.select_examples(run.model, batches,
+                                          incorrect=math.ceil(_NUM_IMAGES.value / 2),
+                                          correct=_NUM_IMAGES.value // 2)
+    columns = [chosen["incorrect"], chosen["correct"]]
+
+    def caption(item):
+        lines = [f"true {names[item['label']]} {_groups_text(groupings, item['label'])}",
+                 f"pred {names[item['predicted']]} {_groups_text(groupings, item['predicted'])}"
+                 f" {100 * item['probability']:.0f}%"]
+        if groupings:
+            lines.append(f"branches [{','.join(str(v) for v in item['branch_votes'])}]")
+        return "\n".join(lines)
+
+    plots.cam_grid(
+        output, images=[[c["image"] for c in column] for column in columns],
+        maps=[[c["map"] for c in column] for column in columns],
+        captions=[[caption(c) for c in column] for column in columns],
+        columns_titles=["incorrect", "correct"],
+        title="CAM of the base classifier; [groups in each branch]")
+    print(f"wrote {output}", flush=True)
+    report = {
+        "model_dir": run.model_dir,
+        "groupings": [g.tolist() for g in groupings],
+        "class_names": list(names),
+        **{kind: [{k: v for k, v in item.items() if k not in ("image", "map")}
+                  for item in chosen[kind]] for kind in chosen},
+        "examples_scanned": scanned,
+    }
+    _write(os.path.splitext(output)[0] + ".json", report)
+
+
+def adversarial_command():
+    """Supplement E.3: FGSM or BIM against the base output; every output's error."""
+    if _ATTACK.value not in attacks.ATTACKS:
+        raise cli.UsageError(f"unknown attack {_ATTACK.value!r}; use --attack="
+                             f"{' or --attack='.join(attacks.ATTACKS)}.")
+    epsilons = attacks.validate_epsilons(_EPSILONS.value)
+    run = _load()
+    _, batches = _test_data(run)
+    results = attacks.robustness(run.model, batches, attack=_ATTACK.value, epsilons=epsilons)
+    for result in results:
+        print(json.dumps(result), flush=True)
+    report = {"model_dir": run.model_dir, "attack": _ATTACK.value,
+              "epsilon_units": "fraction of the 0..255 pixel range", "results": results}
+    folder = _output_dir(run)
+    series = {"base": [r["base_error"] for r in results]}
+    for b in range(len(results[0]["aux_error"])):
+        series[f"{aux_name(b)} (groups)"] = [r["aux_error"][b] for r in results]
+    if results[0]["joint_error"] is not None:
+        series["joint"] = [r["joint_error"] for r in results]
+    plots.line_plot(os.path.join(folder, f"adversarial_{_ATTACK.value}.png"), x=epsilons,
+                    series=series, title=f"{_ATTACK.value.upper()} against the base output",
+                    xlabel="epsilon (fraction of pixel range)", ylabel="test error")
+    _write(os.path.join(folder, f"adversarial_{_ATTACK.value}.json"), report)
+
+
+def errors_command():
+    """The authors' error analysis and the alpha sweep on held-out data."""
+    if _ALPHA_SPLIT.value not in ALPHA_SPLITS:
+        raise cli.UsageError(f"--alpha_split must be one of {', '.join(ALPHA_SPLITS)}; "
+                             f"received {_ALPHA_SPLIT.value!r}.")
+    alphas = []
+    for raw in _ALPHAS.value:
+        try:
+            alphas.append(float(raw))
+        except ValueError:
+            raise cli.UsageError(f"alpha {raw!r} is not a number; e.g. --alphas=0,0.3,0.5.") from None
+    run = _load()
+    groupings = evaluation.model_groupings(run.model)
+    if not groupings:
+        raise cli.UsageError(f"the run in {run.model_dir} has no SSAL branches: the error "
+                             "analysis compares branches with the base; give an SSAL run.")
+    held_out = _ALPHA_SPLIT.value == "held_out"
+    _, test_batches, *rest = _test_data(run, held_out=held_out)
+    test_outputs, test_labels = evaluation.predict_outputs(run.model, test_batches)
+    sweep_outputs, sweep_labels = (evaluation.predict_outputs(run.model, rest[0]) if held_out
+                                   else (test_outputs, test_labels))
+    sweep, best = error_analysis.alpha_sweep(sweep_outputs, sweep_labels, groupings, alphas)
+    test_sweep, _ = error_analysis.alpha_sweep(test_outputs, test_labels, groupings, alphas)
+    trained_alpha = float(run.model.alpha)
+    report = {
+        "model_dir": run.model_dir,
+        "test": error_analysis.branch_agreement(test_outputs, test_labels, groupings),
+        "alpha_sweep": {
+            "split": _ALPHA_SPLIT.value, "examples": int(sweep_labels.size),
+            "alphas": alphas,
+            "joint_accuracy": sweep, "test_joint_accuracy": test_sweep,
+            "best_alpha": best, "trained_alpha": trained_alpha,
+            "test_joint_accuracy_at_best": error_analysis.joint_accuracy(
+                test_outputs, test_labels, groupings, best),
+        },
+    }
+    folder = _output_dir(run)
+    split_label = "held-out" if held_out else "test"
+    plots.line_plot(os.path.join(folder, "alpha_sweep.png"), x=alphas,
+                    series={f"joint ({split_label})": sweep, "joint (test)": test_sweep},
+                    line_styles={"joint (test)": "--"},
+                    title="Joint prediction vs combination exponent", xlabel="alpha",
+                    ylabel="top-1 accuracy", marker_x=best)
+    _write(os.path.join(folder, "errors.json"), report)
+    sweep_report = report["alpha_sweep"]
+    print(f"best alpha {best:g} ({split_label} joint accuracy {max(sweep):.4f}); test joint "
+          f"accuracy {sweep_report['test_joint_accuracy_at_best']:.4f} at it, "
+          f"{error_analysis.joint_accuracy(test_outputs, test_labels, groupings, trained_alpha):.4f}"
+          f" at the trained alpha {trained_alpha:g}; export with --alpha={best:g}", flush=True)
+
+
+def summary_command():
+    """Mean and spread over seeds of several runs (the reproduction table of BUILD_NOTES)."""
+    if not _OUTPUT_DIR.value:
+        raise cli.UsageError("--output_dir is required for summary: where the table and the "
+                             "averaged plots go.")
+    if not _RUNS.value:
+        raise cli.UsageError("--runs is required: LABEL=GLOB of run folders, repeatable.")
+    groups = []
+    for entry in _RUNS.value:
+        label, equals, pattern = entry.partition("=")
+        if not equals or not label or not pattern:
+            raise cli.UsageError(f"--runs={entry} must be LABEL=GLOB, e.g. "
+                                 "--runs=ssal=runs/fashion_mnist_ssal_seed*.")
+        folders = summary.finished_runs(pattern)
+        if not folders:
+            raise cli.UsageError(f"--runs={entry}: no finished run folder (with a completed "
+                                 f"{rundir.METRICS_FILE}) matches {pattern}.")
+        groups.append((label, folders))
+    report = summary.summarize(groups)
+    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+    prefix = os.path.join(_OUTPUT_DIR.value, _NAME.value)
+    for path in summary.write_figures(report, prefix):
+        print(f"wrote {path}", flush=True)
+    table = summary.markdown_table(report)
+    rundir.write_text(f"{prefix}.md", table)
+    _write(f"{prefix}.json", report)
+    print(table, flush=True)
+
+
+def run(command):
+    {"cam": cam_command, "adversarial": adversarial_command, "errors": errors_command,
+     "summary": summary_command}[command]()
+
+
+if __name__ == "__main__":
+    cli.run(run, prog="analyze", commands=COMMANDS)

@@ -1,0 +1,110 @@
+"""The figures of the analysis tools, drawn with matplotlib and written as PNG files.
+
+matplotlib's non-interactive ``Agg`` canvas is used directly, so no display and no global
+``pyplot`` state are involved (a figure per call, safe in tests and servers).
+"""
+
+import os
+import tempfile
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ssal_keras import rundir
+
+_OUTPUT_STYLES = {"base": ("tab:blue", "o"), "joint": ("tab:red", "s")}
+_AUX_COLOURS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def _save(figure, path):
+    """Writes ``figure`` to ``path`` as PNG, atomically."""
+    FigureCanvasAgg(figure)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".partial-") as staging:
+        staged = os.path.join(staging, "figure.png")
+        figure.savefig(staged, format="png", dpi=110, bbox_inches="tight")
+        with open(staged, "rb") as f:
+            content = f.read()
+    rundir.write_bytes(path, content)
+
+
+def _series_style(name):
+    if name in _OUTPUT_STYLES:
+        return _OUTPUT_STYLES[name]
+    index = int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else 0
+    return _AUX_COLOURS[index % len(_AUX_COLOURS)], "^"
+
+
+def line_plot(path, *, x, series, title, xlabel, ylabel, spreads=None, marker_x=None,
+              line_styles=None):
+    """A line per named series, with optional spread bands and a marked x position.
+
+    Args:
+        path: str. The PNG file to write.
+        x: sequence of float. The shared x values.
+        series: dict ``{label: values}``. Labels ``base``, ``joint`` and ``aux_<b>`` (with any
+            suffix after a space) get fixed colours so every figure reads the same way.
+        title, xlabel, ylabel: str.
+        spreads: dict ``{label: values}`` or None. Half-widths of a shaded band (e.g. the
+            standard deviation over seeds).
+        marker_x: float or None. Draws a dashed vertical line there (e.g. the best alpha).
+        line_styles: dict ``{label: matplotlib line style}`` or None (solid). Tells apart the
+            same output on other data or of another run (e.g. ``"--"``).
+    """
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.add_subplot()
+    for label, values in series.items():
+        values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+        colour, marker = _series_style(label.split(" ")[0])
+        axes.plot(x, values, marker=marker, color=colour, label=label,
+                  linestyle=(line_styles or {}).get(label, "-"))
+        if spreads and label in spreads:
+            spread = np.asarray(spreads[label], dtype=float)
+            axes.fill_between(x, values - spread, values + spread, color=colour, alpha=0.2)
+    if marker_x is not None:
+        axes.axvline(marker_x, color="grey", linestyle="--", linewidth=1)
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+
+
+def cam_grid(path, *, images, maps, captions, columns_titles, title):
+    """Images with their class activation maps overlaid, in columns (supplement D, figure 2).
+
+    Args:
+        path: str. The PNG file to write.
+        images: list of columns, each a list of ``(H, W, C)`` arrays (raw pixels 0..255).
+        maps: list of columns, each a list of ``(H, W)`` maps in 0..1.
+        captions: list of columns, each a list of str (several lines allowed).
+        columns_titles: list of str, one per column.
+        title: str. The figure's title.
+    """
+    rows = max((len(column) for column in images), default=0)
+    if rows == 0:
+        raise ValueError("no images to draw.")
+    figure = Figure(figsize=(3.6 * len(images), 2.9 * rows))
+    for column, (column_images, column_maps, column_captions) in enumerate(
+            zip(images, maps, captions)):
+        for row in range(rows):
+            axes = figure.add_subplot(rows, len(images), row * len(images) + column + 1)
+            axes.set_axis_off()
+            if row == 0:
+                axes.set_title(columns_titles[column], fontsize=11, fontweight="bold", pad=28)
+            if row >= len(column_images):
+                continue
+            image = np.asarray(column_images[row], dtype=float) / 255.0
+            if image.shape[-1] == 1:
+                axes.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+            else:
+                axes.imshow(np.clip(image, 0, 1))
+            axes.imshow(column_maps[row], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            axes.text(1.04, 0.5, column_captions[row], transform=axes.transAxes, fontsize=7,
+                      va="center", ha="left", family="monospace")
+    figure.suptitle(title)
+    figure.subplots_adjust(wspace=1.6, hspace=0.35)
+    _save(figure, path)

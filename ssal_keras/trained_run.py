@@ -1,0 +1,105 @@
+"""A finished training run read back: its model, class names, flags and data.
+
+Every tool that works on a run folder (``evaluate``, ``analyze``, ``export``) reads it here, so
+a run folder is checked, and its data found again, in one way.
+"""
+
+import dataclasses
+import json
+import os
+
+from ssal_keras import rundir
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A run folder's contents.
+
+    Attributes:
+        model_dir: str. The run folder.
+        model: keras.Model. ``model.keras`` (an ``SSALModel`` or a plain classifier).
+        class_names: list of str or None. ``class_names.json``.
+        flags: dict. The resolved training flags (``flags.txt``), ``{}`` when absent.
+    """
+
+    model_dir: str
+    model: object
+    class_names: list | None
+    flags: dict
+
+    def load_data(self, *, dataset=None, data_dir=None, eval_examples=None, held_out=False):
+        """The run's dataset again: its evaluation split and, on request, its held-out part.
+
+        Args:
+            dataset: str or None. Dataset spec; None: the run's ``--dataset``.
+            data_dir: str or None. Data folder; None: the run's ``--data_dir``.
+            eval_examples: int or None. Cap on evaluation examples; None: the run's cap.
+            held_out: bool. Also return the training images the run kept out of training
+                (``--held_out_examples``, the same images whatever the run's seed).
+
+        Returns:
+            ``(Dataset, held_out)``: ``held_out`` an unbatched ``tf.data.Dataset`` or None.
+
+        Raises:
+            ValueError: when the data's images do not fit the model, or ``held_out`` is asked
+                of a run that kept none.
+        """
+        from ssal_keras import data
+
+        spec = dataset or self.flags.get("dataset", "fashion_mnist")
+        if eval_examples is None and self.flags.get("eval_examples"):
+            eval_examples = int(self.flags["eval_examples"])
+        held_out_examples = int(self.flags.get("held_out_examples") or 0)
+        if held_out and not held_out_examples:
+            raise ValueError(f"the run in {self.model_dir} kept no held-out training images "
+                             "(--held_out_examples=0); train with --held_out_examples=N, or "
+                             "use the test split.")
+        image_size = int(self.flags["image_size"]) if self.flags.get("image_size") else None
+        loaded, held_out_split = data.load(
+            spec, data_dir=data_dir or self.flags.get("data_dir") or None, train_examples=1,
+            eval_examples=eval_examples, held_out_examples=held_out_examples if held_out else 0,
+            image_size=image_size)
+        expected = tuple(self.model.inputs[0].shape[1:])
+        if tuple(loaded.image_shape) != expected:
+            raise ValueError(f"{spec} has images of {loaded.image_shape} but the model takes "
+                             f"{expected}; use the data it was trained for.")
+        return loaded, held_out_split
+
+
+def load(model_dir):
+    """Reads a run folder written by ``python -m ssal_keras.train`` (or any folder holding a
+    ``model.keras``).
+
+    Raises:
+        FileNotFoundError: when the folder or its ``model.keras`` is missing.
+        ValueError: when the model or the class names cannot be read.
+    """
+    import keras
+
+    import ssal_keras  # noqa: F401  (registers the custom layers for safe_mode loading)
+
+    model_dir = os.fspath(model_dir)
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"model_dir {model_dir} does not exist; give a run folder "
+                                f"holding {rundir.MODEL_FILE}.")
+    path = os.path.join(model_dir, rundir.MODEL_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no {rundir.MODEL_FILE} in {model_dir}: the run has not finished (resume it with "
+            f"python -m ssal_keras.train and its flags) or this is not a run folder.")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises many kinds for a bad file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"cannot load {path} as a Keras model ({type(error).__name__}: "
+                         f"{message}); re-save it with model.save().") from None
+    class_names = None
+    names_path = os.path.join(model_dir, rundir.CLASS_NAMES_FILE)
+    if os.path.exists(names_path):
+        try:
+            with open(names_path, encoding="utf-8") as f:
+                class_names = json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read {names_path}: {error}.") from None
+    return TrainedRun(model_dir=model_dir, model=model, class_names=class_names,
+                      flags=rundir.read_flags(model_dir))

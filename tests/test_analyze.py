@@ -1,0 +1,322 @@
+"""The paper's further experiments: ``python -m ssal_keras.analyze`` on runs trained here.
+
+Two tiny SSAL runs (seeds 0 and 1) and a baseline are trained with the real trainer and the
+quick-start recipes on a small Fashion-MNIST; every analysis command then runs as a user would
+run it, and its JSON and PNG files are checked against what the run's own metrics say.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssal_keras import attacks, cam, error_analysis, trained_run
+from ssal_keras.model import aux_name
+from tests.test_train import ROOT, fashion_dir, one_error_line, run_train  # noqa: F401
+
+SSAL_RECIPE = "--flagfile=models/fashion_mnist_ssal.flags"
+BASELINE_RECIPE = "--flagfile=models/fashion_mnist_baseline.flags"
+
+
+def _tiny(model_dir, data_dir, *extra):
+    """The recipe's network and settings on 1,000 training images, 3 epochs."""
+    return [f"--model_dir={model_dir}", f"--data_dir={data_dir}", "--train_examples=1000",
+            "--held_out_examples=200", "--eval_examples=300", "--batch_size=64", "--epochs=3",
+            "--warmup_epochs=0.5", "--log_every_steps=5", *extra]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, fashion_dir):  # noqa: F811
+    """``{"ssal": [seed0, seed1], "baseline": [seed0]}``: finished run folders."""
+    root = tmp_path_factory.mktemp("analyze_runs")
+    folders = {"ssal": [str(root / "ssal_seed0"), str(root / "ssal_seed1")],
+               "baseline": [str(root / "baseline_seed0")]}
+    for recipe, kind in ((SSAL_RECIPE, "ssal"), (BASELINE_RECIPE, "baseline")):
+        for seed, folder in enumerate(folders[kind]):
+            result = run_train(recipe, *_tiny(folder, fashion_dir, f"--seed={seed}"))
+            assert result.returncode == 0, result.stderr[-3000:]
+    return folders
+
+
+def analyze(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "ssal_keras.analyze", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _metrics(model_dir):
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        return json.load(f)
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _png(path, *, min_size=(200, 150)):
+    """Opens ``path`` as a PNG, checks its size and that it is not one flat colour."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1], image.size
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.std() > 5
+
+
+@pytest.fixture(scope="module")
+def analysed(runs):
+    """Runs ``errors``, ``adversarial`` (FGSM and BIM) and ``cam`` on the seed-0 SSAL run, and
+    the attacks on the baseline, into the runs' own ``analysis/`` folders."""
+    ssal, baseline = runs["ssal"][0], runs["baseline"][0]
+    results = {"errors": _ok(analyze("errors", f"--model_dir={ssal}")),
+               "cam": _ok(analyze("cam", f"--model_dir={ssal}", "--num_images=6"))}
+    for attack, epsilons in (("fgsm", "0,0.02"), ("bim", "0.03,0")):
+        for kind, folder in (("ssal", ssal), ("baseline", baseline)):
+            results[f"{attack}_{kind}"] = _ok(analyze(
+                "adversarial", f"--model_dir={folder}", f"--attack={attack}",
+                f"--epsilons={epsilons}"))
+    return results
+
+
+# --- errors: the authors' error analysis and the alpha sweep --------------------------------
+def test_errors_agrees_with_the_run_metrics(runs, analysed):
+    ssal = runs["ssal"][0]
+    report = _json(os.path.join(ssal, "analysis", "errors.json"))
+    _png(os.path.join(ssal, "analysis", "alpha_sweep.png"))
+    metrics = _metrics(ssal)
+    test = report["test"]
+    assert test["examples"] == 300
+    assert test["base_accuracy"] == pytest.approx(metrics["base_top1"], abs=1e-9)
+    assert test["joint_accuracy"] == pytest.approx(metrics["joint_top1"], abs=1e-9)
+    for b, branch in enumerate(test["branches"]):
+        assert branch["aux_accuracy"] == pytest.approx(metrics["aux_top1"][b], abs=1e-9)
+        # Base and branch, each right or wrong about the group: the four cases add up.
+        both_right = branch["base_group_accuracy"] - branch["base_right_branch_wrong"]
+        assert both_right == pytest.approx(branch["aux_accuracy"]
+                                           - branch["branch_right_base_wrong"], abs=1e-9)
+        assert 0 < branch["agreement"] <= 1
+    assert test["joint_accuracy"] - test["base_accuracy"] == pytest.approx(
+        test["joint_fixes"] - test["joint_breaks"], abs=1e-9)
+
+    sweep = report["alpha_sweep"]
+    assert sweep["split"] == "held_out" and sweep["examples"] == 200
+    alphas, held_out, on_test = sweep["alphas"], sweep["joint_accuracy"], sweep["test_joint_accuracy"]
+    assert alphas[0] == 0 and len(alphas) == len(held_out) == len(on_test) == 21
+    # alpha 0 is the base output alone; the trained alpha gives the run's joint accuracy.
+    assert on_test[0] == pytest.approx(metrics["base_top1"], abs=1e-9)
+    assert on_test[alphas.index(0.3)] == pytest.approx(metrics["joint_top1"], abs=1e-9)
+    assert sweep["trained_alpha"] == pytest.approx(0.3)
+    best = sweep["best_alpha"]
+    assert held_out[alphas.index(best)] == max(held_out)
+    assert sweep["test_joint_accuracy_at_best"] == on_test[alphas.index(best)]
+    assert f"export with --alpha={best:g}" in analysed["errors"].stdout
+
+
+def test_branch_agreement_counts_by_hand():
+    # 4 classes in 2 groups {0,1} {2,3}; the base and one branch on five examples.
+    grouping = np.array([0, 0, 1, 1])
+    labels = np.array([0, 1, 2, 3, 0])
+    base = np.eye(4)[[0, 2, 2, 1, 1]]        # right, wrong (group too), right, wrong, wrong
+    aux = np.eye(2)[[0, 0, 0, 1, 0]]         # right, right, wrong, right, right
+    outputs = {"base": base, aux_name(0): aux}
+    report = error_analysis.branch_agreement(outputs, labels, [grouping])
+    assert report["base_accuracy"] == pytest.approx(2 / 5)
+    branch = report["branches"][0]
+    assert branch["aux_accuracy"] == pytest.approx(4 / 5)
+    assert branch["base_group_accuracy"] == pytest.approx(3 / 5)      # examples 0, 2, 4
+    assert branch["agreement"] == pytest.approx(2 / 5)                # examples 0, 4
+    assert branch["branch_right_base_wrong"] == pytest.approx(2 / 5)  # examples 1, 3
+    assert branch["base_right_branch_wrong"] == pytest.approx(1 / 5)  # example 2
+    assert branch["base_accuracy_when_agreeing"] == pytest.approx(1 / 2)    # 0 right, 4 not
+    assert branch["aux_accuracy_when_disagreeing"] == pytest.approx(2 / 3)  # 1, 3 of 1, 2, 3
+    assert report["all_branches_agree"] == {"fraction": pytest.approx(2 / 5),
+                                            "base_accuracy": pytest.approx(1 / 2)}
+
+
+def test_alpha_sweep_takes_the_smallest_best_exponent():
+    # The base prefers class 0 (wrong); a confident branch says group 1 (classes 2, 3; right).
+    grouping = np.array([0, 0, 1, 1])
+    base = np.array([[0.4, 0.3, 0.2, 0.1]] * 2)
+    aux = np.array([[0.1, 0.9]] * 2)
+    accuracies, best = error_analysis.alpha_sweep({"base": base, "aux_0": aux}, [2, 2],
+                                                  [grouping], [0, 0.1, 1.0, 2.0, 3.0])
+    # p(0) ~ 0.4 * 0.1**a, p(2) ~ 0.2 * 0.9**a: class 2 wins once a > log 2 / log 9 = 0.32.
+    assert accuracies == [0.0, 0.0, 1.0, 1.0, 1.0] and best == 1.0
+    with pytest.raises(ValueError, match="alpha"):
+        error_analysis.alpha_sweep({"base": base, "aux_0": aux}, [2, 2], [grouping], [-1])
+
+
+# --- adversarial: attacks against the base output ------------------------------------------
+def test_fgsm_at_epsilon_zero_gives_the_clean_errors(runs, analysed):
+    for kind in ("ssal", "baseline"):
+        folder = runs[kind][0]
+        report = _json(os.path.join(folder, "analysis", "adversarial_fgsm.json"))
+        _png(os.path.join(folder, "analysis", "adversarial_fgsm.png"))
+        metrics = _metrics(folder)
+        clean, attacked = report["results"]
+        assert report["attack"] == "fgsm" and [clean["epsilon"], attacked["epsilon"]] == [0, 0.02]
+        assert clean["examples"] == 300
+        assert clean["base_error"] == pytest.approx(1 - metrics["base_top1"], abs=1e-9)
+        if kind == "ssal":
+            assert clean["joint_error"] == pytest.approx(1 - metrics["joint_top1"], abs=1e-9)
+            assert clean["aux_error"] == pytest.approx([1 - a for a in metrics["aux_top1"]])
+        else:
+            assert clean["joint_error"] is None and clean["aux_error"] == []
+        assert attacked["base_error"] > clean["base_error"]
+
+
+def test_bim_lowers_the_base_accuracy_of_a_trained_model(runs, analysed):
+    for kind in ("ssal", "baseline"):
+        folder = runs[kind][0]
+        report = _json(os.path.join(folder, "analysis", "adversarial_bim.json"))
+        _png(os.path.join(folder, "analysis", "adversarial_bim.png"))
+        clean, attacked = report["results"]  # epsilons sorted: 0 first
+        assert clean["epsilon"] == 0 and attacked["epsilon"] == 0.03
+        assert clean["base_error"] < 0.7, "the tiny run should have learnt something (chance: 0.9)"
+        assert attacked["base_error"] > clean["base_error"] + 0.2
+        assert attacked["bim_iterations"] == attacks.bim_iterations(0.03) == 10
+    printed = [json.loads(line) for line in analysed["bim_ssal"].stdout.splitlines()
+               if line.startswith("{")]
+    assert printed == _json(os.path.join(runs["ssal"][0], "analysis",
+                                         "adversarial_bim.json"))["results"]
+
+
+def test_attacks_stay_in_the_epsilon_ball_and_the_pixel_range(runs):
+    model = trained_run.load(runs["ssal"][0]).model
+    images = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype("float32")
+    images[:, :4] = 0.0
+    images[:, -4:] = 255.0
+    labels = np.arange(8) % 10
+    attacker = attacks.BaseAttack(model)
+    for attack in attacks.ATTACKS:
+        adversarial = np.asarray(attacker(attack, images, labels, 0.02))
+        change = np.abs(adversarial - images)
+        assert change.max() <= 0.02 * 255 + 1e-4 and change.max() > 1
+        assert adversarial.min() >= 0 and adversarial.max() <= 255
+        np.testing.assert_array_equal(attacker(attack, images, labels, 0.0), images)
+
+
+def test_epsilons_and_bim_iterations():
+    assert attacks.validate_epsilons(["0.02", "0", "0.02"]) == [0.0, 0.02]
+    for bad, message in (("-0.1", "outside"), ("1.5", "outside"), ("x", "not a number"),
+                         ("nan", "outside")):
+        with pytest.raises(ValueError, match=message):
+            attacks.validate_epsilons([bad])
+    # Kurakin et al.: min(eps + 4, 1.25 eps) steps of one level.
+    assert [attacks.bim_iterations(e / 255) for e in (1, 4, 16, 32)] == [2, 5, 20, 36]
+
+
+# --- cam: class activation maps ---------------------------------------------------------------
+def test_cam_command_writes_the_figure_and_its_json(runs, analysed):
+    ssal = runs["ssal"][0]
+    _png(os.path.join(ssal, "analysis", "cam.png"), min_size=(500, 500))
+    report = _json(os.path.join(ssal, "analysis", "cam.json"))
+    assert len(report["incorrect"]) == 3 and len(report["correct"]) == 3
+    assert all(item["label"] != item["predicted"] for item in report["incorrect"])
+    assert all(item["label"] == item["predicted"] for item in report["correct"])
+    assert len(report["groupings"]) == 2 and len(report["class_names"]) == 10
+    assert all(len(item["branch_votes"]) == 2 for item in report["correct"])
+
+
+def test_cam_maps_have_the_input_size_and_are_not_constant(runs):
+    run = trained_run.load(runs["ssal"][0])
+    dataset, _ = run.load_data()
+    from ssal_keras import data
+
+    images, labels = next(iter(data.eval_pipeline(dataset, batch_size=16)))
+    maps, outputs = cam.ClassActivationMaps(run.model)(images)
+    assert maps.shape == (16, 28, 28)
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert all(m.max() - m.min() > 0.5 for m in maps)       # scaled per image, not flat
+    assert len({m.tobytes() for m in maps}) == 16           # each image its own map
+    np.testing.assert_allclose(outputs["joint"], run.model(images, training=False)["joint"],
+                               atol=1e-6)
+    # The map of another class weighs the same features otherwise.
+    other, _ = cam.ClassActivationMaps(run.model)(images, classes=(labels + 1) % 10)
+    assert np.abs(other - maps).max() > 0.1
+
+
+def test_cam_needs_a_pooled_dense_classifier():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    with pytest.raises(ValueError, match="global average pooling then a dense layer.*Flatten"):
+        cam.ClassActivationMaps(model)
+
+
+# --- summary: mean and spread over seeds ----------------------------------------------------
+def test_summary_averages_the_seeds(runs, analysed, tmp_path):
+    root = os.path.dirname(runs["ssal"][0])
+    out = tmp_path / "docs"
+    result = _ok(analyze("summary", f"--output_dir={out}",
+                         f"--runs=baseline={root}/baseline_seed*",
+                         f"--runs=ssal={root}/ssal_seed*"))
+    report = _json(out / "summary.json")
+    ssal_metrics = [_metrics(f) for f in runs["ssal"]]
+    base = [m["base_top1"] for m in ssal_metrics]
+    assert report["ssal"]["base_top1"]["n"] == 2
+    assert report["ssal"]["base_top1"]["mean"] == pytest.approx(np.mean(base))
+    assert report["ssal"]["base_top1"]["std"] == pytest.approx(np.std(base, ddof=1))
+    assert report["ssal"]["joint_top1"]["mean"] == pytest.approx(
+        np.mean([m["joint_top1"] for m in ssal_metrics]))
+    assert report["baseline"]["joint_top1"] is None and report["baseline"]["aux_top1"] == []
+    # Seed 0 alone was analysed: its best alpha, its attack curves.
+    errors = _json(os.path.join(runs["ssal"][0], "analysis", "errors.json"))
+    assert report["ssal"]["best_alpha"] == {**report["ssal"]["best_alpha"], "n": 1,
+                                            "mean": errors["alpha_sweep"]["best_alpha"]}
+    curves = report["ssal"]["adversarial_bim"]
+    assert curves["runs"] == 1 and curves["epsilons"] == [0, 0.03]
+    assert set(curves["errors"]) == {"base", "joint", "aux_0 (groups)", "aux_1 (groups)"}
+    assert set(report["baseline"]["adversarial_fgsm"]["errors"]) == {"base"}
+
+    table = (out / "summary.md").read_text()
+    assert table in result.stdout
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"baseline", "ssal"}
+    assert f"{100 * np.mean(base):.2f} ± {100 * np.std(base, ddof=1):.2f}" in rows["ssal"]
+    for name in ("summary_ssal_adversarial_fgsm.png", "summary_baseline_adversarial_bim.png",
+                 "summary_adversarial_fgsm.png", "summary_adversarial_bim.png"):
+        _png(out / name)
+
+
+# --- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("case,args,match", [
+    ("no command", [], "no command given; use one of cam, adversarial, errors, summary"),
+    ("unknown command", ["saliency"], "unknown command 'saliency'"),
+    ("folder without a model", ["errors", "--model_dir={empty}"], "no model.keras in"),
+    ("missing folder", ["cam", "--model_dir={empty}/nothing"], "does not exist"),
+    ("unknown attack", ["adversarial", "--model_dir={ssal}", "--attack=pgd"],
+     "unknown attack 'pgd'; use --attack=fgsm or --attack=bim"),
+    ("negative epsilon", ["adversarial", "--model_dir={ssal}", "--epsilons=0,-0.1"],
+     "epsilon '-0.1' is outside \\[0, 1\\]"),
+    ("epsilon not a number", ["adversarial", "--model_dir={ssal}", "--epsilons=0,small"],
+     "epsilon 'small' is not a number"),
+    ("alpha not a number", ["errors", "--model_dir={ssal}", "--alphas=0,big"],
+     "alpha 'big' is not a number"),
+    ("errors of a baseline", ["errors", "--model_dir={baseline}"], "has no SSAL branches"),
+    ("cam to a jpeg", ["cam", "--model_dir={ssal}", "--output={empty}/cam.jpg"],
+     "must name a .png file"),
+    ("summary of nothing", ["summary", "--output_dir={empty}", "--runs=x={empty}/none*"],
+     "no finished run folder"),
+])
+def test_bad_input_fails_in_one_line(runs, tmp_path, case, args, match):
+    import re
+
+    given = [a.format(empty=tmp_path, ssal=runs["ssal"][0], baseline=runs["baseline"][0])
+             for a in args]
+    result = analyze(*given)
+    assert result.returncode == 2, (case, result.stderr[-2000:])
+    line = one_error_line(result, prog="analyze")
+    assert re.search(match, line), line
+    assert os.listdir(tmp_path) == []
