@@ -10,8 +10,17 @@ from ssal_keras import grouping as grouping_lib
 
 
 def outputs_by_name(outputs):
-    """A model's outputs as a dict: a plain classifier's single output is ``base``."""
-    return dict(outputs) if isinstance(outputs, dict) else {"base": outputs}
+    """A model's outputs as a dict: an SSAL model's as they are (``base``, ``aux_<b>``,
+    ``joint``), a plain classifier's single output (a tensor, or a dict or list of one) as
+    ``base``."""
+    if isinstance(outputs, dict) and "base" in outputs:
+        return dict(outputs)
+    if isinstance(outputs, (dict, list, tuple)) and len(outputs) == 1:
+        (outputs,) = outputs.values() if isinstance(outputs, dict) else outputs
+    if isinstance(outputs, (dict, list, tuple)):
+        raise ValueError(f"the model has {len(outputs)} outputs and none is named 'base'; give "
+                         "a classifier with one output, or an SSALModel.")
+    return {"base": outputs}
 
 
 def _top_k_hits(probabilities, labels, k):

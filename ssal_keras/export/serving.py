@@ -9,6 +9,7 @@ alone for a plain Keras classifier (a baseline run has no branches, hence no joi
 import keras
 import numpy as np
 
+from ssal_keras.evaluation import outputs_by_name
 from ssal_keras.joint import validate_alpha
 from ssal_keras.model import BASE, JOINT, SSALModel, aux_name
 
@@ -265,16 +266,6 @@ def _call(model, images):
     return model([images] if isinstance(structure, (list, tuple)) else images, training=False)
 
 
-def _by_name(model, result):
-    if is_ssal(model):
-        return dict(result)
-    if isinstance(result, dict):
-        (result,) = result.values()
-    elif isinstance(result, (list, tuple)):
-        (result,) = result
-    return {BASE: result}
-
-
 def sample_images(model, batch_size, *, seed=0):
     """A seeded batch of raw pixels (uniform in 0..255, float32) of the model's input size."""
     height, width, channels = check_exportable(model)
@@ -284,7 +275,7 @@ def sample_images(model, batch_size, *, seed=0):
 
 def reference_outputs(model, images, names=None):
     """The Keras model's outputs by name, as float32 NumPy arrays (``training=False``)."""
-    out = _by_name(model, _call(model, images))
+    out = outputs_by_name(_call(model, images))
     names = names or list(out)
     return {n: np.asarray(keras.ops.convert_to_numpy(out[n]), dtype="float32") for n in names}
 
@@ -308,7 +299,7 @@ def serving_function(model, names):
 
     @tf.function(input_signature=[spec])
     def serve(images):
-        out = _by_name(model, _call(model, images))
+        out = outputs_by_name(_call(model, images))
         return {n: tf.cast(out[n], tf.float32) for n in names}
 
     return serve
