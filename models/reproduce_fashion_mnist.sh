@@ -7,7 +7,8 @@
 #   bash models/reproduce_fashion_mnist.sh [train|analyze|summary|all] [RUNS_DIR]
 #
 # Runs already completed are kept (the trainer resumes a run folder and stops when it is done).
-# Time on 2 CPU cores: about 7 minutes per training run (12 runs), a few minutes of analysis.
+# Time on 2 CPU cores: 5 to 10 minutes per training run (12 runs), about 15 minutes of analysis
+# (BUILD_NOTES.md, "Reproduction on Fashion-MNIST").
 set -euo pipefail
 stage="${1:-all}"
 runs="${2:-runs/reproduce}"
@@ -50,6 +51,7 @@ analyze() {
   done
   python3 -m ssal_keras.analyze cam --model_dir="$runs/fashion_mnist_ssal_seed0" \
       --output=docs/fashion_mnist_cam.png --num_images=8 < /dev/null
+  cp "$runs/fashion_mnist_ssal_seed0/analysis/alpha_sweep.png" docs/fashion_mnist_ssal_seed0_alpha_sweep.png
 }
 
 summary() {
