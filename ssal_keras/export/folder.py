@@ -6,13 +6,12 @@ failed export leaves no ``export.json`` (and no artifact) at the destination.
 
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
 import tempfile
 
-from ssal_keras import rundir
+from ssal_keras import rundir, trained_run
 from ssal_keras.export import formats as writers
 from ssal_keras.export import serving
 
@@ -23,8 +22,6 @@ ARTIFACTS = {"saved_model": "saved_model", "onnx": "model.onnx"}
 """The path of each format inside the export folder."""
 
 METADATA = "export.json"
-MODEL_FILE = rundir.MODEL_FILE
-CLASS_NAMES_FILE = rundir.CLASS_NAMES_FILE
 METADATA_VERSION = 1
 
 
@@ -42,8 +39,6 @@ def load_run(model_dir):
         FileNotFoundError: when the folder or its ``model.keras`` is missing.
         ValueError: when the model or the class names cannot be read.
     """
-    from ssal_keras import trained_run
-
     run = trained_run.load(model_dir)
     return run.model, run.class_names
 
