@@ -1,14 +1,15 @@
 """ssal_keras: Self-Supervised Autogenous Learning (Palacio et al., ICPR 2020) for Keras 3.
 
 The data path, top to bottom: ``grouping`` (label groupings, supplement A) -> ``backbones``
-(the paper's networks and their taps) -> ``heads`` (auxiliary networks) -> ``joint`` (the fused
-prediction) -> ``model`` (``SSALModel``, ``Branch``) -> ``paper`` (the paper's configurations).
+(the paper's networks and their taps, from ``blocks``) -> ``heads`` (auxiliary networks) ->
+``joint`` (the fused prediction) -> ``model`` (``SSALModel``, ``Branch``) -> ``paper`` (the
+paper's configurations) -> ``weight_decay`` (which parameters decay, for the trainer).
 
 Importing the package registers its Keras layers and models, so ``.keras`` files load with
 ``safe_mode=True``.
 """
 
-from ssal_keras import backbones, grouping, heads
+from ssal_keras import backbones, blocks, grouping, heads, weight_decay
 from ssal_keras.joint import JointPrediction
 from ssal_keras.model import Branch, SSALModel
 from ssal_keras.paper import PAPER_MODELS, paper_model
@@ -19,8 +20,10 @@ __all__ = [
     "PAPER_MODELS",
     "SSALModel",
     "backbones",
+    "blocks",
     "grouping",
     "heads",
     "paper_model",
+    "weight_decay",
 ]
 __version__ = "0.1.0"

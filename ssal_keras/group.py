@@ -7,9 +7,16 @@ clustering of supplement section A and writes one group id per line in label ord
         --criterion=join_similar --num_groups=20 --output=groups_20.txt
 
 Flags: --matrix (required), --kind=confusion|distance (required), --criterion (confusion
-only; join_similar, the paper's default, or split_similar), --num_groups (required),
---size_margin (1.1), --seed (0), --output (required). Runs in well under a second for
-1000 labels. Every user error prints one line, `group: error: ...`, and exits with code 2.
+only, or with --tie_break=authors; join_similar, the paper's default, or split_similar),
+--num_groups (required), --size_margin (1.1), --seed (0), --tie_break=random|authors
+(random), --output (required). Runs in well under a second for 1000 labels. Every user
+error prints one line, `group: error: ...`, and exits with code 2.
+
+--tie_break=authors reproduces the authors' `create_grouping_v2` (keras/helper.py:42-188,
+AUTHORS.md section 10) exactly, ties included, with their random draws taken from
+`numpy.random.RandomState(--seed)`: a confusion matrix is turned into their distances
+(`confusion_distance(..., maximum="raw")`), and --criterion selects their split-similar rule
+for groups at distance 0 (for --kind=distance too, where it defaults to join_similar).
 """
 
 import os
@@ -37,6 +44,14 @@ _SIZE_MARGIN = flags.DEFINE_float(
     "size_margin", 1.1, "A group is full at size_margin * labels / num_groups labels (>= 1)."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for breaking ties (same seed, same grouping).")
+_TIE_BREAK = flags.DEFINE_string(
+    "tie_break",
+    "random",
+    "How ties are broken, one of: 'random' (ties within 1e-12 relative drawn from "
+    "numpy.random.default_rng(--seed)) or 'authors' (exactly the authors' create_grouping_v2, "
+    "draws from numpy.random.RandomState(--seed); with --kind=confusion also their "
+    "distance preparation).",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Text file to write, one group id per line.")
 
 _KINDS = ("confusion", "distance")
@@ -67,18 +82,32 @@ def _run():
         raise cli.UsageError(
             f"--kind must be one of {', '.join(_KINDS)}; received --kind={_KIND.value}."
         )
-    if _KIND.value == "distance" and flags.FLAGS["criterion"].present:
+    if _TIE_BREAK.value not in grouping_lib.TIE_BREAKS:
         raise cli.UsageError(
-            "--criterion applies only to --kind=confusion; a distance matrix is used as it is."
+            f"--tie_break must be one of {', '.join(grouping_lib.TIE_BREAKS)}; received "
+            f"--tie_break={_TIE_BREAK.value}."
+        )
+    authors = _TIE_BREAK.value == "authors"
+    if _KIND.value == "distance" and flags.FLAGS["criterion"].present and not authors:
+        raise cli.UsageError(
+            "--criterion applies only to --kind=confusion or --tie_break=authors; a distance "
+            "matrix is used as it is."
         )
 
     matrix = _load_matrix(_MATRIX.value)
     if _KIND.value == "confusion":
-        distance = grouping_lib.confusion_distance(matrix, criterion=_CRITERION.value)
+        distance = grouping_lib.confusion_distance(
+            matrix, criterion=_CRITERION.value, maximum="raw" if authors else "symmetrised"
+        )
     else:
         distance = matrix
     grouping = grouping_lib.balanced_grouping(
-        distance, _NUM_GROUPS.value, size_margin=_SIZE_MARGIN.value, seed=_SEED.value
+        distance,
+        _NUM_GROUPS.value,
+        size_margin=_SIZE_MARGIN.value,
+        seed=_SEED.value,
+        tie_break=_TIE_BREAK.value,
+        criterion=_CRITERION.value,
     )
     try:
         grouping_lib.save_grouping(_OUTPUT.value, grouping)

@@ -4,6 +4,8 @@ An SSAL branch predicts a *grouping* of the `C` fine labels: one group id in `0.
 label. This module builds such groupings from a label distance matrix with the authors'
 balanced clustering, turns a confusion matrix into a distance matrix, and reads, writes and
 validates grouping files (one integer group id per line, in label order: the authors' format).
+`balanced_grouping(..., tie_break="authors")` with `confusion_distance(..., maximum="raw")`
+reproduces the authors' `create_grouping_v2` exactly, ties included (AUTHORS.md section 10).
 
 NumPy only; nothing here imports TensorFlow or Keras.
 
@@ -26,6 +28,8 @@ import numpy as np
 from ssal_keras import rundir
 
 CRITERIA = ("join_similar", "split_similar")
+TIE_BREAKS = ("random", "authors")
+MAXIMA = ("symmetrised", "raw")
 
 # Two candidate values (row sums or average distances, all >= 0) tie when they differ by at
 # most this fraction of the best value: |v - best| <= TIE_RTOL * |best|. Sums of non-negative
@@ -100,7 +104,147 @@ def _tie_pick(values, best, rng):
     return int(tied[rng.integers(tied.size)])
 
 
-def balanced_grouping(distance, num_groups, *, size_margin=1.1, seed=0):
+def _check_choice(value, name, choices):
+    """Returns `value` if it is one of the strings `choices`, else a one-line ValueError."""
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(
+            f"{name} must be one of {', '.join(choices)}; received {name}={_describe(value)}."
+        )
+    return value
+
+
+class _Groups:
+    """The clustering's state, updated with one vector add per assignment.
+
+    `sums[g, i]` is the summed distance from label `i` to the members of group `g`, added up
+    in the order the members joined (`0.0 + d[m1, i] + d[m2, i] + ...`, the same order as the
+    authors' loop, so the means below are bit-identical to theirs); group-major so that one
+    group's column is contiguous. `avg = sums / size` (inf while the group is empty), and
+    `row_min[i] == avg[:, i].min()` exactly for every unassigned label `i`: its minimum
+    average distance to the populated groups.
+    """
+
+    def __init__(self, dist, k):
+        num_labels = dist.shape[0]
+        self.dist = dist
+        self.grouping = np.full(num_labels, -1, dtype=np.int64)
+        self.unassigned = np.ones(num_labels, dtype=bool)
+        self.sizes = np.zeros(k, dtype=np.int64)
+        self.sums = np.zeros((k, num_labels))
+        self.avg = np.full((k, num_labels), np.inf)
+        self.row_min = np.full(num_labels, np.inf)
+
+    def assign(self, label, group):
+        self.grouping[label] = group
+        self.unassigned[label] = False
+        self.sums[group] += self.dist[label]  # dist is symmetric: row == column.
+        self.sizes[group] += 1
+        old = self.avg[group].copy()
+        new = self.sums[group] / self.sizes[group]
+        self.avg[group] = new
+        # Labels whose minimum sat on this group and grew: recompute over all groups.
+        stale = self.unassigned & (old == self.row_min) & (new > old)
+        np.minimum(self.row_min, new, out=self.row_min)
+        if stale.any():
+            self.row_min[stale] = self.avg[:, stale].min(axis=0)
+
+
+def _random_ties(dist, k, limit, seed):
+    """`tie_break="random"`: SPEC section 2 with ties (TIE_RTOL) drawn from `default_rng`."""
+    rng = np.random.default_rng(seed)
+    state = _Groups(dist, k)
+
+    # Step 2: the first label has the smallest row sum.
+    row_sums = dist.sum(axis=1)
+    state.assign(_tie_pick(row_sums, row_sums.min(), rng), 0)
+
+    # Step 3, initialisation: the label farthest from every populated group opens a group.
+    for group in range(1, k):
+        values = np.where(state.unassigned, state.row_min, -np.inf)
+        state.assign(_tie_pick(values, values.max(), rng), group)
+
+    # Step 4, clustering: the label closest to some group joins its best group not full.
+    for _ in range(dist.shape[0] - k):
+        values = np.where(state.unassigned, state.row_min, np.inf)
+        label = _tie_pick(values, values.min(), rng)
+        open_avg = np.where(state.sizes < limit, state.avg[:, label], np.inf)
+        state.assign(label, _tie_pick(open_avg, open_avg.min(), rng))
+
+    return state.grouping
+
+
+def _authors_ties(dist, k, limit, split, seed):
+    """`tie_break="authors"`: the tie rules of `create_grouping_v2` (keras/helper.py:42-188).
+
+    Line numbers below are those of the authors' keras/helper.py; AUTHORS.md section 10 lists
+    the same facts. Every comparison is exact float equality, as in their code.
+    """
+    rs = np.random.RandomState(seed)
+    state = _Groups(dist, k)
+    num_labels = dist.shape[0]
+
+    # Lines 71-82: the argmin of the row sums (numpy.sum of each row), lowest index on ties,
+    # opens group 0. No random draw.
+    row_sums = np.array([np.sum(row) for row in dist])
+    state.assign(int(np.argmin(row_sums)), 0)
+
+    for _ in range(num_labels - 1):  # Lines 88-165: one label per iteration.
+        candidates = np.flatnonzero(state.unassigned)
+        closest = state.row_min[candidates]  # Minimum mean distance to the populated groups.
+        largest = closest.max()
+        if state.sizes.min() == 0:
+            # Lines 114-126: some group is empty, take the largest; their scan counts a tie
+            # only when two or more labels share it.
+            tied = candidates[closest == largest]
+            draw = tied.size > 1
+        else:
+            # Lines 127-137: take the smallest. Their scan starts from the largest value, so
+            # when every unassigned label has the same value (always so for the last label)
+            # it counts a tie even for a single label.
+            smallest = closest.min()
+            tied = candidates[closest == smallest]
+            draw = tied.size > 1 or smallest == largest
+        # Lines 138-143: numpy.random.choice among the tied labels, in increasing order.
+        label = int(rs.choice(tied)) if draw else int(tied[0])
+
+        # Lines 145-164: the group. Mean distance to every group, 0 for an empty one; argmin
+        # (lowest index on ties). Split similar: if the best value is exactly 0, walk
+        # randint(0, K) steps cyclically over the groups at exactly 0, starting from the
+        # first, i.e. take zeros[r % len(zeros)]. A full group is set to 1e9 and the choice
+        # repeated (including a new draw); here it is set to inf, which gives the same choice
+        # whenever theirs terminates (their loop never ends if a real mean is >= 1e9).
+        values = np.where(state.sizes > 0, state.avg[:, label], 0.0)
+        while True:
+            group = int(np.argmin(values))
+            if split and values[group] == 0:
+                zeros = np.flatnonzero(values == 0)
+                group = int(zeros[rs.randint(low=0, high=k) % zeros.size])
+            if state.sizes[group] < limit:  # Line 160: full at size >= size_margin * C / K.
+                break
+            values[group] = np.inf
+        state.assign(label, group)
+
+    empty = np.flatnonzero(state.sizes == 0)
+    if empty.size:
+        raise ValueError(
+            f"tie_break='authors' leaves group(s) {', '.join(str(i) for i in empty)} of {k} "
+            f"empty: during the initialisation some labels at mean distance exactly 0 from a "
+            f"populated group joined it instead of opening a new group (the authors' "
+            f"create_grouping_v2 returns such a grouping; a grouping here needs every group "
+            f"non-empty); use fewer groups or tie_break='random'."
+        )
+    return state.grouping
+
+
+def balanced_grouping(
+    distance,
+    num_groups,
+    *,
+    size_margin=1.1,
+    seed=0,
+    tie_break="random",
+    criterion="join_similar",
+):
     """Splits labels into balanced groups of mutually close labels.
 
     The authors' clustering (supplement section A / SPEC section 2):
@@ -114,15 +258,47 @@ def balanced_grouping(distance, num_groups, *, size_margin=1.1, seed=0):
        not full;
     5. a group is full when its size is `>= size_margin * C / num_groups`.
 
-    Ties between labels or between groups (values within a relative `TIE_RTOL` = 1e-12 of
-    each other) are broken with `np.random.default_rng(seed)`, which is consulted only on a
-    real tie: the same seed always gives the same grouping, and a matrix without ties gives
-    the same grouping for every seed.
+    Ties, `tie_break="random"` (the default): values within a relative `TIE_RTOL` = 1e-12 of
+    each other tie, between labels or between groups, and are broken with
+    `np.random.default_rng(seed)`, which is consulted only on a real tie: the same seed always
+    gives the same grouping, and a matrix without ties gives the same grouping for every seed.
+    On such a tie-free matrix the result is the authors' `create_grouping_v2`'s.
+
+    Ties, `tie_break="authors"`: reproduces the authors' `create_grouping_v2`
+    (keras/helper.py:42-188; AUTHORS.md section 10, "Algorithm as coded") exactly, ties
+    included, given `distance` = their symmetrised distances (see `confusion_distance`, and
+    its `maximum="raw"` for their join-similar preparation). Their rules:
+
+    - ties are exact float equality (their `==`); means are summed in their order, so they
+      are bit-identical to theirs;
+    - the first label is the argmin of the row sums, lowest index on ties (helper.py:71-82);
+    - a label tie is broken with `numpy.random.choice(tied labels in increasing order)`
+      (helper.py:114-143); while every group is populated, a draw is also made when all the
+      unassigned labels have the same value, even a single one (their scan starts from the
+      largest value);
+    - the group is the argmin over all `num_groups` groups of the label's mean distances,
+      with an empty group at 0 (so during the initialisation normally the first empty group,
+      but a label at mean distance exactly 0 from a populated group joins it); ties go to the
+      lowest index (helper.py:145-164);
+    - `criterion="split_similar"` only: if the best value is exactly 0, the group is
+      `zeros[numpy.random.randint(low=0, high=num_groups) % len(zeros)]`, `zeros` being the
+      groups (empty or not) at exactly 0 in increasing order: their cyclic walk of a random
+      number of steps over those groups (helper.py:147-158);
+    - a full group is dropped and the choice repeated, with a new draw if again at 0
+      (helper.py:160-164).
+
+    Their random draws come from numpy's global legacy generator, never seeded in their
+    repository; here they come from `numpy.random.RandomState(seed)`, with the same calls in
+    the same order, so `numpy.random.seed(seed)` before their function gives the same
+    partition. Where their rules leave a group empty (labels at distance 0 joining populated
+    groups during the initialisation), their function returns a grouping with an unused
+    group id; this one raises a ValueError instead.
 
     The implementation keeps the summed distance from every label to every group and each
     label's minimum average distance, and updates them with one vector add per assignment,
-    so it is exact (tested against a literal loop transcription) and O(C^2) in the common
-    case: 1000 labels in 500 groups take a few hundredths of a second.
+    so it is exact (tested against literal loop transcriptions of SPEC section 2 and of the
+    authors' function) and O(C^2) in the common case: 1000 labels in 500 groups take a few
+    hundredths of a second.
 
     Args:
         distance: array-like of shape (C, C). Distances between labels; entries off the
@@ -131,14 +307,21 @@ def balanced_grouping(distance, num_groups, *, size_margin=1.1, seed=0):
         num_groups: int. Number of groups `k`, between 1 and `C`.
         size_margin: float. Groups are full at `size_margin * C / k` labels; at least 1
             (the paper used 1.1: 100 labels in 20 groups hold at most 6 each).
-        seed: int. Seed (>= 0) of the generator that breaks ties.
+        seed: int. Seed (>= 0) of the generator that breaks ties; with
+            `tie_break="authors"`, of `numpy.random.RandomState`, so at most 2**32 - 1.
+        tie_break: str. `"random"` (default) or `"authors"`, see above.
+        criterion: str. `"join_similar"` (default) or `"split_similar"`: how `distance` was
+            made (see `confusion_distance`). Used only by `tie_break="authors"`, for the
+            split-similar rule for groups at distance 0; validated always.
 
     Returns:
         np.ndarray of int64, shape (C,): the group id (0..k-1) of each label. Group ids are
-        numbered in the order the groups were opened, and every group is non-empty.
+        numbered in the order the groups were opened (with `tie_break="authors"` and
+        `"split_similar"`, the order of the authors' choice), and every group is non-empty.
 
     Raises:
-        ValueError: if an argument is invalid (the message names it and what is valid).
+        ValueError: if an argument is invalid (the message names it and what is valid), or
+            if `tie_break="authors"` leaves a group empty.
     """
     dist = _as_float_matrix(distance, "distance")
     num_labels = dist.shape[0]
@@ -156,7 +339,12 @@ def balanced_grouping(distance, num_groups, *, size_margin=1.1, seed=0):
             f"size_margin * C / num_groups labels); received size_margin={_describe(size_margin)}."
         )
     size_margin = float(size_margin)
-    seed = _check_int(seed, "seed", 0)
+    tie_break = _check_choice(tie_break, "tie_break", TIE_BREAKS)
+    criterion = _check_choice(criterion, "criterion", CRITERIA)
+    if tie_break == "authors":
+        seed = _check_int(seed, "seed", 0, 2**32 - 1, " (a numpy.random.RandomState seed)")
+    else:
+        seed = _check_int(seed, "seed", 0)
 
     dist = 0.5 * (dist + dist.T)  # Exactly symmetric: a + b == b + a in floating point.
     np.fill_diagonal(dist, 0.0)
@@ -168,49 +356,9 @@ def balanced_grouping(distance, num_groups, *, size_margin=1.1, seed=0):
             f"size_margin={size_margin} leaves room for only {k * int(np.ceil(limit))} of "
             f"{num_labels} labels in {k} groups; use size_margin >= 1."
         )
-    rng = np.random.default_rng(seed)
-
-    grouping = np.full(num_labels, -1, dtype=np.int64)
-    unassigned = np.ones(num_labels, dtype=bool)
-    sizes = np.zeros(k, dtype=np.int64)
-    # Group-major so that one group's column is contiguous: sums[g, i] is the summed
-    # distance from label i to the members of group g; avg = sums / size (inf while empty).
-    sums = np.zeros((k, num_labels))
-    avg = np.full((k, num_labels), np.inf)
-    # row_min[i] == avg[:, i].min() exactly, for every unassigned label i.
-    row_min = np.full(num_labels, np.inf)
-
-    def assign(label, group):
-        grouping[label] = group
-        unassigned[label] = False
-        sums[group] += dist[label]  # dist is symmetric: row == column.
-        sizes[group] += 1
-        old = avg[group].copy()
-        new = sums[group] / sizes[group]
-        avg[group] = new
-        # Labels whose minimum sat on this group and grew: recompute over all groups.
-        stale = unassigned & (old == row_min) & (new > old)
-        np.minimum(row_min, new, out=row_min)
-        if stale.any():
-            row_min[stale] = avg[:, stale].min(axis=0)
-
-    # Step 2: the first label has the smallest row sum.
-    row_sums = dist.sum(axis=1)
-    assign(_tie_pick(row_sums, row_sums.min(), rng), 0)
-
-    # Step 3, initialisation: the label farthest from every populated group opens a group.
-    for group in range(1, k):
-        values = np.where(unassigned, row_min, -np.inf)
-        assign(_tie_pick(values, values.max(), rng), group)
-
-    # Step 4, clustering: the label closest to some group joins its best group not full.
-    for _ in range(num_labels - k):
-        values = np.where(unassigned, row_min, np.inf)
-        label = _tie_pick(values, values.min(), rng)
-        open_avg = np.where(sizes < limit, avg[:, label], np.inf)
-        assign(label, _tie_pick(open_avg, open_avg.min(), rng))
-
-    return grouping
+    if tie_break == "authors":
+        return _authors_ties(dist, k, limit, criterion == "split_similar", seed)
+    return _random_ties(dist, k, limit, seed)
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -243,7 +391,7 @@ def confusion_matrix(labels, predictions, num_classes):
     return counts
 
 
-def confusion_distance(confusion, criterion="join_similar"):
+def confusion_distance(confusion, criterion="join_similar", *, maximum="symmetrised"):
     """Turns a confusion matrix into a label distance matrix (SPEC section 2).
 
     The off-diagonal counts are symmetrised, `M = (M + M^T) / 2` with a zero diagonal, then
@@ -253,31 +401,47 @@ def confusion_distance(confusion, criterion="join_similar"):
     - `"split_similar"` (supplement E.2): `D = M`, so confused labels are far apart and end
       up in different groups.
 
+    `maximum="raw"` makes the join-similar distances exactly the authors' (keras/helper.py:
+    58-69, AUTHORS.md section 10): they subtract from the maximum of the raw counts, before
+    symmetrising: `D = max(M_raw) - M_raw` with a zero diagonal, then `(D + D^T) / 2`. That is
+    the default distances plus the constant `max(M_raw) - max(M)` off the diagonal (exactly
+    for counts, up to rounding for rates). It is 0 only when some pair reaches the largest raw
+    count both ways; otherwise no pair is at distance 0 any more. Means shift by the same
+    constant, so only comparisons with an exact 0 change: the authors' group choice, where an
+    empty group scores 0 (see `balanced_grouping`'s `tie_break="authors"`).
+    Split-similar distances are already the authors' (`(M + M^T) / 2`, zero diagonal).
+
     Args:
         confusion: array-like of shape (C, C). Confusion counts or rates (rows: true label,
             columns: predicted label); entries off the diagonal must be finite and >= 0. The
             diagonal (correct predictions) is ignored.
         criterion: str. `"join_similar"` or `"split_similar"`.
+        maximum: str. `"symmetrised"` (default; the maximum of the symmetrised counts, so
+            the most-confused pair is at distance 0) or `"raw"` (the authors' preparation).
+            Used only by `"join_similar"`.
 
     Returns:
         np.ndarray of float64, shape (C, C): a symmetric distance matrix, zero diagonal,
         entries >= 0.
 
     Raises:
-        ValueError: if `confusion` is not a square non-negative matrix or `criterion` is
-            unknown.
+        ValueError: if `confusion` is not a square non-negative matrix or `criterion` or
+            `maximum` is unknown.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"criterion must be one of {', '.join(CRITERIA)}; received "
-            f"criterion={_describe(criterion)}."
-        )
+    criterion = _check_choice(criterion, "criterion", CRITERIA)
+    maximum = _check_choice(maximum, "maximum", MAXIMA)
     counts = _as_float_matrix(confusion, "confusion")
+    off_diagonal = ~np.eye(counts.shape[0], dtype=bool)
+    if criterion == "join_similar" and maximum == "raw":
+        # The authors' order of operations: subtract from the raw maximum, then symmetrise.
+        top = counts[off_diagonal].max() if counts.shape[0] > 1 else 0.0
+        distance = top - counts
+        np.fill_diagonal(distance, 0.0)
+        return 0.5 * (distance + distance.T)
     counts = 0.5 * (counts + counts.T)
     np.fill_diagonal(counts, 0.0)
     if criterion == "split_similar":
         return counts
-    off_diagonal = ~np.eye(counts.shape[0], dtype=bool)
     top = counts[off_diagonal].max() if counts.shape[0] > 1 else 0.0
     distance = top - counts
     np.fill_diagonal(distance, 0.0)

@@ -4,8 +4,8 @@ PITFALLS.md (XLA with tf.distribute): only the per-replica function that returns
 the gradients is compiled with XLA; ``optimizer.apply_gradients`` runs outside it, still inside
 ``strategy.run`` (it all-reduces the gradients). The loss is averaged once, over the global
 batch. Weight decay is added to the gradients (``wd * w``, i.e. an L2 penalty ``wd/2 |w|^2``
-as in SGD's classic form) for conv and dense kernels, with a separate rate for the heads
-(SPEC section 5).
+as in PyTorch's SGD) on the parameter classes the run names (``ssal_keras.weight_decay``),
+with a separate rate for the heads (AUTHORS.md section 3).
 """
 
 import math
@@ -16,20 +16,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssal_keras import data, distribute, evaluation, rundir
+from ssal_keras import data, distribute, evaluation, rundir, weight_decay as weight_decay_lib
 from ssal_keras.losses import sparse_crossentropy
 
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
-
-
-def _decay_rate(variable, *, weight_decay, aux_weight_decay):
-    """Weight decay of one trainable variable: kernels only; heads (``aux_*``) their own rate."""
-    path = getattr(variable, "path", variable.name)
-    if not path.endswith("kernel"):
-        return 0.0
-    return aux_weight_decay if path.startswith("aux_") else weight_decay
 
 
 def _format_seconds(seconds):
@@ -62,10 +54,16 @@ class Trainer:
         global_batch_size: int. Examples per step over all replicas.
         epochs: int. Epochs of the whole run.
         augment: str. Augmentation of ``data.train_pipeline``.
+        augment_options: dict or None. Further keyword arguments of the training pipeline
+            (``crop_area``, ``color_jitter``).
         seed: int. Seed of the data order and augmentation (epoch ``e`` uses ``seed + e``).
         label_smoothing: float. Label smoothing of every loss term.
-        weight_decay: float. Decay of the backbone's kernels.
-        aux_weight_decay: float. Decay of the heads' kernels.
+        label_smoothing_mode: str. ``losses.SMOOTHING_MODES``: how the smoothing is spread.
+        weight_decay: float. Decay rate of the parameter classes in ``decayed``.
+        aux_weight_decay: float. Decay rate of the parameter classes in ``aux_decayed``.
+        decayed: sequence of str. Parameter classes (``weight_decay.PARAMETER_CLASSES``) at
+            ``weight_decay``.
+        aux_decayed: sequence of str. Parameter classes at ``aux_weight_decay``.
         jit_compile: bool. Compile the per-replica step with XLA.
         checkpoint_steps: int. Also checkpoint every this many steps (0: once an epoch).
         log_every_steps: int. Steps between progress lines and TensorBoard points.
@@ -75,7 +73,10 @@ class Trainer:
 
     def __init__(self, *, strategy, model, optimizer, dataset, run_dir, global_batch_size,
                  epochs, augment, seed, label_smoothing, weight_decay, aux_weight_decay,
-                 jit_compile, checkpoint_steps, log_every_steps, eval_batch_size, log=print):
+                 jit_compile, checkpoint_steps, log_every_steps, eval_batch_size,
+                 augment_options=None, label_smoothing_mode="uniform",
+                 decayed=weight_decay_lib.DEFAULT_DECAYED,
+                 aux_decayed=weight_decay_lib.DEFAULT_AUX_DECAYED, log=print):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -84,8 +85,10 @@ class Trainer:
         self.global_batch_size = global_batch_size
         self.epochs = epochs
         self.augment = augment
+        self.augment_options = dict(augment_options or {})
         self.seed = seed
         self.label_smoothing = label_smoothing
+        self.label_smoothing_mode = label_smoothing_mode
         self.checkpoint_steps = checkpoint_steps
         self.log_every_steps = max(1, log_every_steps)
         self.eval_batch_size = eval_batch_size
@@ -96,10 +99,9 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * epochs
 
         self.loss_terms = (model.loss_terms() if hasattr(model, "loss_terms") else {"base": 1.0})
-        self.decay_rates = [
-            _decay_rate(v, weight_decay=weight_decay, aux_weight_decay=aux_weight_decay)
-            for v in model.trainable_variables
-        ]
+        self.decay_rates = weight_decay_lib.decay_rates(
+            model, weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
+            decayed=decayed, aux_decayed=aux_decayed)
         self.outputs_scored = ["base"] + (
             [f"aux_{i}" for i in range(len(model.branches))] + ["joint"]
             if hasattr(model, "branches") else []
@@ -148,7 +150,8 @@ class Trainer:
             targets = self._targets(labels)
             per_example = tf.add_n([
                 weight * sparse_crossentropy(targets[name], outputs[name],
-                                             label_smoothing=self.label_smoothing)
+                                             label_smoothing=self.label_smoothing,
+                                             label_smoothing_mode=self.label_smoothing_mode)
                 for name, weight in self.loss_terms.items()
             ])
             loss = tf.nn.compute_average_loss(per_example,
@@ -202,7 +205,7 @@ class Trainer:
         return iter(data.distributed_train_dataset(
             self.strategy, self.dataset.train, global_batch_size=self.global_batch_size,
             augment=self.augment, seed=self.seed + epoch, repeat=True, skip_steps=skip_steps,
-            image_size=self.dataset.image_size,
+            image_size=self.dataset.image_size, **self.augment_options,
         ))
 
     # --- evaluation --------------------------------------------------------------------------

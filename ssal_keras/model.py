@@ -41,18 +41,24 @@ class Branch:
             ``heads.DEFAULT_HEAD``, a preset of ``heads.HEAD_PRESETS``, or blocks in the head
             vocabulary (``["cbr(128,3)", "inception_e", "gap"]``).
         loss_weight: float. Weight ``w_b`` of the branch's loss (SPEC section 5).
+        head_style: None, str, dict or ``blocks.LayerStyle``. The head's conv bias,
+            initialisers and BatchNorm settings: a name of ``heads.HEAD_STYLES``
+            (``"authors_keras"``, the default: the authors' CIFAR heads;
+            ``"authors_pytorch"``: their ImageNet heads) or the fields themselves.
     """
 
     tap: str
     grouping: object
     head: object = None
     loss_weight: float = 1.0
+    head_style: object = None
 
     def __post_init__(self):
         if isinstance(self.grouping, (str, os.PathLike)):
             self.grouping = grouping_lib.load_grouping(self.grouping)
         self.grouping = grouping_lib.validate_grouping(self.grouping, name="Branch.grouping")
         self.head = heads.resolve_layout(self.head)
+        self.head_style = heads.resolve_style(self.head_style)
         if isinstance(self.loss_weight, bool) or not isinstance(
             self.loss_weight, (int, float, np.number)
         ) or not (np.isfinite(self.loss_weight) and self.loss_weight >= 0):
@@ -71,6 +77,7 @@ class Branch:
             "grouping": self.grouping.tolist(),
             "head": list(self.head),
             "loss_weight": self.loss_weight,
+            "head_style": dataclasses.asdict(self.head_style),
         }
 
 
@@ -162,7 +169,7 @@ class SSALModel(keras.Model):
             features = backbone.get_layer(tap.layer_name).output
             aux.append(heads.build_head(
                 features, layout=branch.head, num_groups=branch.num_groups,
-                name=aux_name(index),
+                style=branch.head_style, name=aux_name(index),
             ))
         joint = JointPrediction([b.grouping for b in branches], alpha=alpha, name=JOINT)(
             [base, *aux]
@@ -182,7 +189,7 @@ class SSALModel(keras.Model):
 
     # --- training ---------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, *,
-                label_smoothing=0.0, **kwargs):
+                label_smoothing=0.0, label_smoothing_mode="uniform", **kwargs):
         """Configures training; defaults give the paper's loss and per-output metrics.
 
         Args:
@@ -196,11 +203,14 @@ class SSALModel(keras.Model):
                 ``joint`` and every branch (group accuracy), top-5 of base and joint when
                 there are more than 5 classes. A list applies to every output.
             label_smoothing: float. Label smoothing of the default losses (SPEC section 5).
+            label_smoothing_mode: str. ``"uniform"`` or ``"others"`` (the authors',
+                ``ssal_keras.losses.SMOOTHING_MODES``).
             **kwargs: passed to ``keras.Model.compile``.
         """
         terms = self.loss_terms()
         if loss is None:
-            loss = {name: SparseCrossentropy(label_smoothing) for name in terms}
+            loss = {name: SparseCrossentropy(label_smoothing, label_smoothing_mode)
+                    for name in terms}
         if loss_weights is None and isinstance(loss, dict):
             weights = {BASE: 1.0, JOINT: 1.0, **self.loss_terms("multitask")}
             loss_weights = {name: weights[name] for name in loss}

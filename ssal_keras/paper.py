@@ -18,6 +18,11 @@ class PaperConfig:
         loss_weights: tuple of float. Branch loss weights (SPEC section 5).
         alpha: float. Combination exponent of the joint prediction.
         paper_groups: tuple of int. Group counts of the paper's runs (for reference).
+        head_style: str. Layer settings of the heads (``ssal_keras.heads.HEAD_STYLES``): the
+            authors' Keras heads on CIFAR, their PyTorch heads on ImageNet.
+        backbone_options: dict. Options of ``backbones.build`` that differ from the
+            backbone's defaults in this SSAL run (the authors' ImageNet SSAL run
+            zero-initialises the last BatchNorm of each block; their baseline does not).
     """
 
     backbone: str
@@ -27,6 +32,8 @@ class PaperConfig:
     loss_weights: tuple
     alpha: float
     paper_groups: tuple
+    head_style: str = "authors_keras"
+    backbone_options: dict = dataclasses.field(default_factory=dict)
 
 
 PAPER_MODELS = {
@@ -73,6 +80,7 @@ PAPER_MODELS = {
         taps=("stage1", "stage2", "stage3"),
         heads=("imagenet_resnet50_aux1", "imagenet_resnet50_aux2", "imagenet_resnet50_aux3"),
         loss_weights=(1.0, 1.0, 1.0), alpha=0.3, paper_groups=(200, 334, 500),
+        head_style="authors_pytorch", backbone_options={"zero_init_residual": True},
     ),
 }
 
@@ -102,9 +110,11 @@ def paper_model(name, *, groupings, alpha=None, objective="multitask"):
             f"{name} has {len(config.taps)} branch(es) and takes that many groupings; "
             f"received groupings with {received} entries."
         )
-    backbone = backbones.build(config.backbone, num_classes=config.num_classes)
+    backbone = backbones.build(config.backbone, num_classes=config.num_classes,
+                               **config.backbone_options)
     branches = [
-        Branch(tap=tap, grouping=grouping, head=head, loss_weight=weight)
+        Branch(tap=tap, grouping=grouping, head=head, loss_weight=weight,
+               head_style=config.head_style)
         for tap, grouping, head, weight in zip(
             config.taps, groupings, config.heads, config.loss_weights
         )

@@ -12,6 +12,8 @@ Phases: strategy -> data -> groupings -> model and optimizer -> loop (``ssal_ker
 -> final evaluation, ``metrics.json`` and ``model.keras``.
 """
 
+import dataclasses
+import json
 import os
 import time
 
@@ -20,9 +22,9 @@ import numpy as np
 from absl import flags, logging
 
 import ssal_keras
-from ssal_keras import backbones, cli, data, distribute, loop, rundir
+from ssal_keras import backbones, cli, data, distribute, heads, losses, loop, rundir, schedules
 from ssal_keras import grouping as grouping_lib
-from ssal_keras.schedules import WarmupSchedule
+from ssal_keras import weight_decay as weight_decay_lib
 
 _RUN_FLAGS = []
 
@@ -50,10 +52,19 @@ _HELD_OUT_EXAMPLES = _define(
     "Training examples kept out of training; a baseline scores its confusion matrix on them "
     "for --groupings=auto of later SSAL runs.")
 _AUGMENT = _define("enum", "augment", "shift_flip", ["none", "shift", "shift_flip"],
-                   "Training augmentation (SPEC section 5: shifts up to 5 px, flips).")
-_NORMALIZATION = _define("enum", "normalization", "scale", ["none", "scale", "mean_std"],
-                         "Input normalisation inside the model: /255, or the training split's "
-                         "per-channel mean/std.")
+                   "Training augmentation: integer shifts of -4..4 px with symmetric fill and "
+                   "flips (AUTHORS.md 7.1); with --image_size, random-resized crops and flips.")
+_CROP_AREA = _define("list", "crop_area", [],
+                     "With --image_size: min,max area of torchvision's random-resized crops, as "
+                     "fractions of the image (the authors' ImageNet run: 0.3,1.3333, AUTHORS.md "
+                     "7.2); empty: Inception-style crops of area 0.08-1 (tf.image's sampler).")
+_COLOR_JITTER = _define("float", "color_jitter", 0.0,
+                        "With --image_size: brightness, contrast and saturation jitter strength "
+                        "(torchvision ColorJitter; the authors' ImageNet run: 0.4).")
+_NORMALIZATION = _define("enum", "normalization", "scale",
+                         ["none", "scale", "mean_std", "imagenet"],
+                         "Input normalisation inside the model: /255, the training split's "
+                         "per-channel mean/std, or the fixed ImageNet mean/std.")
 # --- model ---------------------------------------------------------------------------------
 _PAPER_MODEL = _define("string", "paper_model", None,
                        "A key of ssal_keras.PAPER_MODELS: its backbone, taps, heads, loss weights "
@@ -68,10 +79,21 @@ _GROUPING_SOURCE = _define("string", "grouping_source", None,
 _NUM_GROUPS = _define("list", "num_groups", [], "Group counts of --groupings=auto, per branch.")
 _GROUPING_CRITERION = _define("enum", "grouping_criterion", "join_similar",
                               ["join_similar", "split_similar"], "Criterion of auto groupings.")
+_GROUPING_TIE_BREAK = _define("enum", "grouping_tie_break", "random",
+                              list(grouping_lib.TIE_BREAKS),
+                              "Ties of auto groupings: random (seeded) or authors (their "
+                              "create_grouping_v2 exactly, distances from the raw maximum; "
+                              "AUTHORS.md 10).")
 _TAPS = _define("list", "taps", [], "Tap of each branch (ssal_keras.backbones.taps).")
 _HEADS = _define("multi_string", "head", [],
                  "Head of each branch, in order: a preset of ssal_keras.heads.HEAD_PRESETS or "
                  "blocks separated by spaces ('cbr(64,3) gap'); default heads.DEFAULT_HEAD.")
+_HEAD_STYLE = _define("string", "head_style", None,
+                      "Layer settings of the heads, a name of ssal_keras.heads.HEAD_STYLES "
+                      "(default: the paper model's, else authors_keras).")
+_ZERO_INIT_RESIDUAL = _define("bool", "zero_init_residual", None,
+                              "resnet50_imagenet: start the last BatchNorm of every block at 0 "
+                              "(default: the paper model's, else off).")
 _LOSS_WEIGHTS = _define("list", "loss_weights", [], "Loss weight of each branch (default 1).")
 _ALPHA = _define("float", "alpha", None, "Combination exponent of the joint prediction "
                  "(default: the paper model's, else 0.3).")
@@ -83,16 +105,35 @@ _BATCH_SIZE = _define("integer", "batch_size", 128, "Global batch size (all repl
 _LEARNING_RATE = _define("float", "learning_rate", 0.1, "Peak learning rate.")
 _MOMENTUM = _define("float", "momentum", 0.9, "SGD momentum.")
 _NESTEROV = _define("bool", "nesterov", False, "Nesterov momentum.")
-_WEIGHT_DECAY = _define("float", "weight_decay", 5e-4, "Weight decay of the backbone's kernels.")
+_WEIGHT_DECAY = _define("float", "weight_decay", 5e-4,
+                        "Weight decay, the gradient term wd * w (PyTorch SGD's; a Keras l2(c) "
+                        "is 2c), of the parameter classes of --weight_decay_params.")
+_WEIGHT_DECAY_PARAMS = _define(
+    "list", "weight_decay_params", list(weight_decay_lib.DEFAULT_DECAYED),
+    "Parameter classes decayed at --weight_decay: "
+    + ", ".join(weight_decay_lib.PARAMETER_CLASSES) + " (ssal_keras.weight_decay).")
 _AUX_WEIGHT_DECAY = _define("float", "aux_weight_decay", None,
-                            "Weight decay of the heads' kernels (default --weight_decay).")
+                            "Weight decay of the classes of --aux_weight_decay_params "
+                            "(default --weight_decay).")
+_AUX_WEIGHT_DECAY_PARAMS = _define(
+    "list", "aux_weight_decay_params", list(weight_decay_lib.DEFAULT_AUX_DECAYED),
+    "Parameter classes decayed at --aux_weight_decay.")
 _SCHEDULE = _define("enum", "schedule", "slanted_triangular",
-                    ["slanted_triangular", "warmup_step", "warmup_cosine", "constant"],
-                    "Learning-rate schedule (ssal_keras.schedules.WarmupSchedule).")
-_WARMUP_EPOCHS = _define("float", "warmup_epochs", 10, "Epochs of linear warm-up.")
+                    ["slanted_triangular", "warmup_step", "warmup_cosine", "constant",
+                     "epoch_triangular", "piecewise_linear"],
+                    "Learning-rate schedule: per step, ssal_keras.schedules.WarmupSchedule; "
+                    "epoch_triangular, the authors' CIFAR one (EpochTriangularSchedule); "
+                    "piecewise_linear, their ImageNet one (PiecewiseLinearSchedule).")
+_WARMUP_EPOCHS = _define("float", "warmup_epochs", 10,
+                         "Epochs of linear warm-up (whole epochs for epoch_triangular and "
+                         "piecewise_linear).")
 _LR_DROP_EPOCHS = _define("list", "lr_drop_epochs", ["30", "60", "80"],
                           "Epochs where warmup_step multiplies the rate by 0.1.")
-_LABEL_SMOOTHING = _define("float", "label_smoothing", 0.0, "Label smoothing.")
+_LABEL_SMOOTHING = _define("float", "label_smoothing", 0.0, "Label smoothing of every output.")
+_LABEL_SMOOTHING_MODE = _define("enum", "label_smoothing_mode", "uniform",
+                                list(losses.SMOOTHING_MODES),
+                                "uniform: the label gets 1-s+s/K; others: 1-s, and s/(K-1) each "
+                                "other class (the authors', AUTHORS.md 7.1).")
 _MIXED_PRECISION = _define("bool", "mixed_precision", False,
                            "Compute in bfloat16 (mixed_bfloat16; float32 variables and outputs).")
 _JIT_COMPILE = _define("bool", "jit_compile", True, "Compile the per-replica step with XLA.")
@@ -109,6 +150,10 @@ _CHECKPOINT_STEPS = _define("integer", "checkpoint_steps", 0,
                             "Also checkpoint every N steps (always once an epoch).")
 _LOG_EVERY_STEPS = _define("integer", "log_every_steps", 50, "Steps between progress lines.")
 _EVAL_BATCH_SIZE = _define("integer", "eval_batch_size", 256, "Evaluation batch size.")
+# Not a setting of the run, so not in its record.
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Resolve and check the settings, write them to the run folder, "
+                             "print them and exit, without reading data or training.")
 
 # Flags that may change between the start of a run and its resumption.
 _RESUMABLE_CHANGES = {"log_every_steps", "checkpoint_steps", "eval_batch_size", "flagfile"}
@@ -127,8 +172,16 @@ def _serialize_flags():
 
 
 def _check_resume(model_dir):
-    """A run folder's flags must match the command's (but for a few harmless ones)."""
-    bools = {h.name for h in _RUN_FLAGS if isinstance(h.value, bool)}
+    """A started run's flags must match the command's (but for a few harmless ones).
+
+    A folder without checkpoints or metrics holds no training (a ``--dry_run``'s record, or
+    a run killed before its first checkpoint): its record is simply replaced.
+    """
+    started = any(os.path.exists(os.path.join(model_dir, f))
+                  for f in (rundir.CHECKPOINTS_DIR, rundir.METRICS_FILE))
+    if not started:
+        return
+    bools = {h.name for h in _RUN_FLAGS if h._flagvalues[h.name].boolean}
     saved = rundir.read_flags(model_dir, bools)
     if not saved:
         return
@@ -176,19 +229,32 @@ def _check_numbers():
 
 
 # === Groupings ===============================================================================
+def _check_grouping_flags():
+    """Checks --groupings and its companions without reading data; returns the branch count."""
+    names = _GROUPINGS.value
+    if names != ["auto"]:
+        for path in names:
+            if not os.path.isfile(path):
+                raise cli.UsageError(f"grouping file {path} does not exist (--groupings).")
+        return len(names)
+    num_groups = _int_list(_NUM_GROUPS.value, "num_groups")
+    if not num_groups:
+        raise cli.UsageError("--groupings=auto needs --num_groups, e.g. --num_groups=20,33,50.")
+    if not _GROUPING_SOURCE.value:
+        raise cli.UsageError("--groupings=auto needs --grouping_source=BASELINE_DIR, a "
+                             "baseline run trained with --held_out_examples=N.")
+    return len(num_groups)
+
+
 def resolve_groupings(dataset, model_dir, chief):
     """The groupings of the run's branches (empty for a baseline), saved in ``DIR/groupings``."""
     names = _GROUPINGS.value
     if not names:
         return []
     folder = os.path.join(model_dir, rundir.GROUPINGS_DIR)
+    _check_grouping_flags()
     if names == ["auto"]:
         num_groups = _int_list(_NUM_GROUPS.value, "num_groups")
-        if not num_groups:
-            raise cli.UsageError("--groupings=auto needs --num_groups, e.g. --num_groups=20,33,50.")
-        if not _GROUPING_SOURCE.value:
-            raise cli.UsageError("--groupings=auto needs --grouping_source=BASELINE_DIR, a "
-                                 "baseline run trained with --held_out_examples=N.")
         source = os.path.join(_GROUPING_SOURCE.value, rundir.HELD_OUT_CONFUSION_FILE)
         if not os.path.exists(source):
             raise cli.UsageError(
@@ -199,17 +265,16 @@ def resolve_groupings(dataset, model_dir, chief):
             raise cli.UsageError(
                 f"{source} is a {confusion.shape[0]}-class confusion matrix but "
                 f"{_DATASET.value} has {dataset.num_classes} classes.")
-        distance = grouping_lib.confusion_distance(confusion, _GROUPING_CRITERION.value)
-        groupings = [grouping_lib.balanced_grouping(distance, k, seed=_SEED.value)
-                     for k in num_groups]
+        authors = _GROUPING_TIE_BREAK.value == "authors"
+        distance = grouping_lib.confusion_distance(
+            confusion, _GROUPING_CRITERION.value, maximum="raw" if authors else "symmetrised")
+        groupings = [grouping_lib.balanced_grouping(
+            distance, k, seed=_SEED.value, tie_break=_GROUPING_TIE_BREAK.value,
+            criterion=_GROUPING_CRITERION.value) for k in num_groups]
         if chief:
             rundir.write_npy(os.path.join(folder, "confusion.npy"), confusion)
     else:
-        groupings = []
-        for path in names:
-            if not os.path.isfile(path):
-                raise cli.UsageError(f"grouping file {path} does not exist (--groupings).")
-            groupings.append(grouping_lib.load_grouping(path))
+        groupings = [grouping_lib.load_grouping(path) for path in names]
     for path, g in zip(names * len(groupings) if names == ["auto"] else names, groupings):
         if len(g) != dataset.num_classes:
             raise cli.UsageError(
@@ -222,50 +287,95 @@ def resolve_groupings(dataset, model_dir, chief):
     return groupings
 
 
-# === Model ===================================================================================
-def _branch_settings(num_branches):
-    """Taps, heads, loss weights and alpha from the flags, defaulting to --paper_model's."""
-    paper = ssal_keras.PAPER_MODELS.get(_PAPER_MODEL.value) if _PAPER_MODEL.value else None
-    if _PAPER_MODEL.value and paper is None:
+# === Settings ================================================================================
+# The ImageNet statistics of torchvision's models, in raw-pixel units (AUTHORS.md 7.2).
+IMAGENET_MEAN_STD = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+
+
+def _paper():
+    if not _PAPER_MODEL.value:
+        return None
+    paper = ssal_keras.PAPER_MODELS.get(_PAPER_MODEL.value)
+    if paper is None:
         raise cli.UsageError(f"--paper_model={_PAPER_MODEL.value} is not one of "
                              f"{', '.join(ssal_keras.PAPER_MODELS)}.")
+    return paper
+
+
+def _branch_settings(num_branches):
+    """Taps, heads, loss weights and alpha from the flags, defaulting to --paper_model's."""
+    paper = _paper()
     taps = list(_TAPS.value) or list(paper.taps if paper else [])
-    heads = [h if h in ssal_keras.heads.HEAD_PRESETS or h == "default" else h.split()
-             for h in _HEADS.value] or list(paper.heads if paper else [])
+    head_list = [h if h in heads.HEAD_PRESETS or h == "default" else h.split()
+                 for h in _HEADS.value] or list(
+                     paper.heads if paper else ["default"] * num_branches)
     weights = _float_list(_LOSS_WEIGHTS.value, "loss_weights") or list(
         paper.loss_weights if paper else [1.0] * num_branches)
-    for name, values in (("taps", taps), ("head", heads), ("loss_weights", weights)):
+    for name, values in (("taps", taps), ("head", head_list), ("loss_weights", weights)):
         if len(values) != num_branches:
             raise cli.UsageError(
                 f"--{name} has {len(values)} entries but there are {num_branches} groupings; "
                 "give one per branch.")
-    heads = [None if h == "default" else h for h in heads]
+    head_list = [None if h == "default" else h for h in head_list]
     alpha = _ALPHA.value if _ALPHA.value is not None else (paper.alpha if paper else DEFAULT_ALPHA)
-    return taps, heads, weights, alpha
+    return taps, head_list, weights, alpha
 
 
-def build_model(dataset, groupings, normalization):
-    """The run's model: the backbone alone (baseline) or with SSAL branches."""
-    paper = ssal_keras.PAPER_MODELS.get(_PAPER_MODEL.value) if _PAPER_MODEL.value else None
+def _backbone_settings():
+    """The backbone's name and every option its family builder will receive."""
+    paper = _paper()
     name = _BACKBONE.value or (paper.backbone if paper else DEFAULT_BACKBONE)
-    backbone = backbones.build(name, num_classes=dataset.num_classes,
-                               input_shape=dataset.image_shape, normalization=normalization)
-    if not groupings:
-        return backbone
-    taps, heads, weights, alpha = _branch_settings(len(groupings))
-    branches = [ssal_keras.Branch(tap=t, grouping=g, head=h, loss_weight=w)
-                for t, g, h, w in zip(taps, groupings, heads, weights)]
-    return ssal_keras.SSALModel(backbone, branches, alpha=alpha, objective=_OBJECTIVE.value,
-                                name=f"ssal_{name}")
+    if paper and name != paper.backbone:
+        raise cli.UsageError(
+            f"--backbone={name} contradicts --paper_model={_PAPER_MODEL.value}, whose "
+            f"backbone is {paper.backbone}; drop one of them.")
+    options = dict(paper.backbone_options) if (paper and _GROUPINGS.value) else {}
+    if _ZERO_INIT_RESIDUAL.value is not None:
+        options["zero_init_residual"] = _ZERO_INIT_RESIDUAL.value
+    try:
+        return name, backbones.registry.resolved_options(name, **options), options
+    except ValueError as error:
+        raise cli.UsageError(f"--backbone={name}: {error}") from None
 
 
-def build_optimizer(steps_per_epoch):
-    """SGD with momentum (and Nesterov) on the run's schedule (SPEC section 5)."""
-    total = steps_per_epoch * _EPOCHS.value
+def _head_style():
+    paper = _paper()
+    name = _HEAD_STYLE.value or (paper.head_style if paper else heads.DEFAULT_HEAD_STYLE)
+    try:
+        return heads.resolve_style(name)
+    except ValueError as error:
+        raise cli.UsageError(f"--head_style: {error}") from None
+
+
+def _decay_settings():
+    aux_rate = (_AUX_WEIGHT_DECAY.value if _AUX_WEIGHT_DECAY.value is not None
+                else _WEIGHT_DECAY.value)
+    try:
+        decayed, aux_decayed = weight_decay_lib.check_classes(
+            _WEIGHT_DECAY_PARAMS.value, _AUX_WEIGHT_DECAY_PARAMS.value)
+    except ValueError as error:
+        raise cli.UsageError(f"--{error}") from None
+    return dict(weight_decay=_WEIGHT_DECAY.value, aux_weight_decay=aux_rate,
+                decayed=decayed, aux_decayed=aux_decayed)
+
+
+def build_schedule(steps_per_epoch):
+    """The run's learning-rate schedule (AUTHORS.md section 2 for the authors' two)."""
+    kind, peak, epochs = _SCHEDULE.value, _LEARNING_RATE.value, _EPOCHS.value
+    if kind in ("epoch_triangular", "piecewise_linear"):
+        if not float(_WARMUP_EPOCHS.value).is_integer():
+            raise cli.UsageError(f"--schedule={kind} warms up over whole epochs; received "
+                                 f"--warmup_epochs={_WARMUP_EPOCHS.value}.")
+        cls = (schedules.EpochTriangularSchedule if kind == "epoch_triangular"
+               else schedules.PiecewiseLinearSchedule)
+        try:
+            return cls(peak, steps_per_epoch, epochs, warmup_epochs=int(_WARMUP_EPOCHS.value))
+        except ValueError as error:
+            raise cli.UsageError(f"--schedule={kind}: {error}") from None
+    total = steps_per_epoch * epochs
     warmup = min(int(round(_WARMUP_EPOCHS.value * steps_per_epoch)), total)
-    kind = _SCHEDULE.value
-    schedule = WarmupSchedule(
-        _LEARNING_RATE.value,
+    return schedules.WarmupSchedule(
+        peak,
         warmup_steps=0 if kind == "constant" else warmup,
         total_steps=total,
         decay={"slanted_triangular": "linear", "warmup_step": "step",
@@ -273,8 +383,97 @@ def build_optimizer(steps_per_epoch):
         step_boundaries=[e * steps_per_epoch
                          for e in _int_list(_LR_DROP_EPOCHS.value, "lr_drop_epochs")],
     )
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=_MOMENTUM.value,
-                                nesterov=_NESTEROV.value)
+
+
+def _augment_options():
+    crop_area = tuple(_float_list(_CROP_AREA.value, "crop_area")) or None
+    if crop_area is not None and (len(crop_area) != 2 or not 0 < crop_area[0] <= crop_area[1]):
+        raise cli.UsageError(f"--crop_area must be two numbers min,max with 0 < min <= max; "
+                             f"received {','.join(_CROP_AREA.value)}.")
+    if not 0.0 <= _COLOR_JITTER.value < 1.0:
+        raise cli.UsageError(f"--color_jitter must be in [0, 1); received {_COLOR_JITTER.value}.")
+    if (crop_area or _COLOR_JITTER.value) and not _IMAGE_SIZE.value:
+        raise cli.UsageError("--crop_area and --color_jitter act on random-resized crops: they "
+                             "need --image_size (ImageNet-style data).")
+    return {"crop_area": crop_area, "color_jitter": _COLOR_JITTER.value}
+
+
+def resolve_settings():
+    """Every setting of the run, resolved from the flags and checked, without reading data.
+
+    What ``--dry_run`` prints, and what the tests pin for each recipe: flag values after the
+    recipe and the command line, the backbone's builder options (the authors' BatchNorm,
+    initialisers, dropout, downsampling), each parameter class's weight decay, and the
+    branches (taps, head layouts and style, loss weights, alpha).
+
+    Raises:
+        cli.UsageError: naming the first unknown or contradictory setting.
+    """
+    _check_numbers()
+    name, options, _ = _backbone_settings()
+    decay = _decay_settings()
+    rates = {c: 0.0 for c in weight_decay_lib.PARAMETER_CLASSES}
+    rates.update({c: decay["weight_decay"] for c in decay["decayed"]})
+    rates.update({c: decay["aux_weight_decay"] for c in decay["aux_decayed"]})
+    build_schedule(steps_per_epoch=1)  # checks the schedule's arguments
+    settings = {
+        "flags": {h.name: h.value for h in _RUN_FLAGS},
+        "backbone": name,
+        "backbone_options": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                             for k, v in options.items()},
+        "weight_decay": rates,
+        "augment_options": _augment_options(),
+        "branches": None,
+    }
+    names = _GROUPINGS.value
+    if names:
+        taps, head_list, weights, alpha = _branch_settings(_check_grouping_flags())
+        try:
+            layouts = [list(heads.resolve_layout(h)) for h in head_list]
+        except ValueError as error:
+            raise cli.UsageError(f"--head: {error}") from None
+        settings["branches"] = {
+            "taps": taps, "heads": layouts, "loss_weights": weights, "alpha": alpha,
+            "head_style": dataclasses.asdict(_head_style()), "objective": _OBJECTIVE.value,
+        }
+    return settings
+
+
+# === Model ===================================================================================
+def build_model(dataset, groupings, normalization):
+    """The run's model: the backbone alone (baseline) or with SSAL branches."""
+    name, _, options = _backbone_settings()
+    backbone = backbones.build(name, num_classes=dataset.num_classes,
+                               input_shape=dataset.image_shape, normalization=normalization,
+                               **options)
+    if not groupings:
+        return backbone
+    taps, head_list, weights, alpha = _branch_settings(len(groupings))
+    style = _head_style()
+    branches = [ssal_keras.Branch(tap=t, grouping=g, head=h, loss_weight=w, head_style=style)
+                for t, g, h, w in zip(taps, groupings, head_list, weights)]
+    return ssal_keras.SSALModel(backbone, branches, alpha=alpha, objective=_OBJECTIVE.value,
+                                name=f"ssal_{name}")
+
+
+def build_optimizer(steps_per_epoch):
+    """SGD with momentum (and Nesterov) on the run's schedule (AUTHORS.md section 2).
+
+    Keras's SGD folds the rate into the velocity (``v = m v - lr g; w += v``), as the authors'
+    Keras (CIFAR) runs did; PyTorch's (their ImageNet runs) applies it after
+    (``b = m b + g; w -= lr b``). The two agree while the rate is constant.
+    """
+    return keras.optimizers.SGD(learning_rate=build_schedule(steps_per_epoch),
+                                momentum=_MOMENTUM.value, nesterov=_NESTEROV.value)
+
+
+def dry_run(model_dir):
+    """Writes the run's record and prints its resolved settings; reads no data."""
+    settings = resolve_settings()
+    rundir.write_text(os.path.join(model_dir, rundir.FLAGS_FILE), _serialize_flags())
+    print(json.dumps(settings, indent=2, sort_keys=True, default=list), flush=True)
+    log(f"dry run: settings checked and written to {model_dir}/{rundir.FLAGS_FILE}; "
+        "nothing trained")
 
 
 # === Run =====================================================================================
@@ -282,11 +481,14 @@ def run():
     """Trains (or resumes) the run of the flags, then evaluates and writes it."""
     started = time.time()
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines would drown the log
-    _check_numbers()
     model_dir = _MODEL_DIR.value
     if not model_dir:
         raise cli.UsageError("--model_dir is required: the run's folder.")
+    resolve_settings()
     _check_resume(model_dir)
+    if _DRY_RUN.value:
+        dry_run(model_dir)
+        return
 
     # === Strategy ===
     distribute.split_cpu(_LOGICAL_CPU_DEVICES.value)
@@ -311,7 +513,8 @@ def run():
         seed=_SEED.value, image_size=_IMAGE_SIZE.value)
     log(f"data {_DATASET.value}: {dataset.num_train} training and {dataset.num_eval} evaluation "
         f"images of {dataset.image_shape}, {dataset.num_classes} classes")
-    normalization = {"none": None, "scale": "scale"}.get(_NORMALIZATION.value)
+    normalization = {"none": None, "scale": "scale",
+                     "imagenet": IMAGENET_MEAN_STD}.get(_NORMALIZATION.value)
     if _NORMALIZATION.value == "mean_std":
         normalization = data.channel_statistics(dataset.train)
 
@@ -335,13 +538,12 @@ def run():
            f"{', '.join(str(int(g.max()) + 1) for g in groupings)} groups" if groupings else ""))
 
     # === Loop ===
-    aux_weight_decay = (_AUX_WEIGHT_DECAY.value if _AUX_WEIGHT_DECAY.value is not None
-                        else _WEIGHT_DECAY.value)
     trainer = loop.Trainer(
         strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
         run_dir=model_dir, global_batch_size=_BATCH_SIZE.value, epochs=_EPOCHS.value,
-        augment=_AUGMENT.value, seed=_SEED.value, label_smoothing=_LABEL_SMOOTHING.value,
-        weight_decay=_WEIGHT_DECAY.value, aux_weight_decay=aux_weight_decay,
+        augment=_AUGMENT.value, augment_options=_augment_options(), seed=_SEED.value,
+        label_smoothing=_LABEL_SMOOTHING.value,
+        label_smoothing_mode=_LABEL_SMOOTHING_MODE.value, **_decay_settings(),
         jit_compile=_JIT_COMPILE.value, checkpoint_steps=_CHECKPOINT_STEPS.value,
         log_every_steps=_LOG_EVERY_STEPS.value, eval_batch_size=_EVAL_BATCH_SIZE.value, log=log)
     metrics_path = os.path.join(model_dir, rundir.METRICS_FILE)

@@ -24,6 +24,7 @@ _NUM_CLASSES = {
     "densenet_bc_100_12": 100,
     "densenet_bc_190_40": 100,
     "resnet50_imagenet": 1000,
+    "resnet50_keras_applications": 1000,
     "resnet_fashion_mnist": 10,
 }
 
@@ -38,7 +39,9 @@ _PARAMS = {
     # our trainable weights number 800,032 (plus 23,988 BN moving statistics).
     "densenet_bc_100_12": (824_020, None),
     "densenet_bc_190_40": (26_078_580, 26.1e6),
-    "resnet50_imagenet": (25_636_712, 25_636_712),  # keras.applications.ResNet50, exactly
+    # torchvision's ResNet50: 25,557,032 trainable, exactly torchvision's (+53,120 BN stats).
+    "resnet50_imagenet": (25_610_152, 25.6e6),
+    "resnet50_keras_applications": (25_636_712, 25_636_712),  # keras.applications', exactly
     "resnet_fashion_mnist": (78_042, None),  # the quick-start network, not the paper's
 }
 
@@ -87,6 +90,13 @@ _STAGE_TAPS = {
         "stage3": ("stage3_block31_out", 2190, 4),
     },
     "resnet50_imagenet": {
+        "stem": ("stem_out", 64, 4),
+        "stage1": ("stage1_block3_out", 256, 4),
+        "stage2": ("stage2_block4_out", 512, 8),
+        "stage3": ("stage3_block6_out", 1024, 16),
+        "stage4": ("stage4_block3_out", 2048, 32),
+    },
+    "resnet50_keras_applications": {
         "stem": ("pool1_pool", 64, 4),
         "stage1": ("conv2_block3_out", 256, 4),
         "stage2": ("conv3_block4_out", 512, 8),
@@ -131,6 +141,11 @@ _PAPER_POSITIONS = {
         ("transition2", "transition2_out", 950, 4),
     ],
     "resnet50_imagenet": [
+        ("stage1", "stage1_block3_out", 256, 4),
+        ("stage2", "stage2_block4_out", 512, 8),
+        ("stage3", "stage3_block6_out", 1024, 16),
+    ],
+    "resnet50_keras_applications": [
         ("stage1", "conv2_block3_out", 256, 4),
         ("stage2", "conv3_block4_out", 512, 8),
         ("stage3", "conv4_block6_out", 1024, 16),
@@ -150,6 +165,7 @@ _NUM_TAPS = {
     "densenet_bc_100_12": 1 + 48 + 3 + 2,
     "densenet_bc_190_40": 1 + 93 + 3 + 2,
     "resnet50_imagenet": 1 + 16 + 4,
+    "resnet50_keras_applications": 1 + 16 + 4,
     "resnet_fashion_mnist": 1 + 3 + 3,
 }
 
@@ -244,7 +260,7 @@ def test_resolve_tap_accepts_any_4d_layer():
     model = _big("resnet50_cifar")
     tap = backbones.resolve_tap(model, "stage2_block3_2_conv")
     assert tap == Tap("stage2_block3_2_conv", "stage2_block3_2_conv", 128, 2)
-    imagenet = _big("resnet50_imagenet")
+    imagenet = _big("resnet50_keras_applications")
     assert backbones.resolve_tap(imagenet, "conv1_relu") == Tap(
         "conv1_relu", "conv1_relu", 64, 2
     )
@@ -258,22 +274,25 @@ TINY = {
         input_shape=(16, 16, 3)),
     "preact_bottleneck_pool": lambda: backbones.preact_resnet(
         block="bottleneck", stage_blocks=(2, 1), stage_widths=(4, 8), stage_strides=(1, 2),
-        stem_filters=8, stem_kernel=7, stem_strides=2, stem_pool=True, use_bias=True,
-        num_classes=5, input_shape=(16, 16, 3)),
+        stem_filters=8, stem_kernel=7, stem_strides=2, stem_pool=True,
+        style=backbones.AUTHORS_RESNET_STYLE, num_classes=5, input_shape=(16, 16, 3)),
     "wrn": lambda: backbones.wide_resnet(
         depth=10, width=1, num_classes=10, input_shape=(16, 16, 3)),
-    "se_wrn": lambda: backbones.wide_resnet(
-        depth=10, width=2, se_reduction=4, use_bias=True, num_classes=7,
-        input_shape=(16, 16, 3)),
+    "se_wrn_max_pool": lambda: backbones.wide_resnet(
+        depth=10, width=2, se_reduction=4, style=backbones.AUTHORS_WRN_STYLE,
+        downsample="max_pool", num_classes=7, input_shape=(16, 16, 3)),
     "densenet_bc": lambda: backbones.densenet_bc(
-        depth=10, growth_rate=4, num_classes=10, input_shape=(16, 16, 3)),
+        depth=10, growth_rate=4, dropout_rate=0.2, style=backbones.AUTHORS_DENSENET_STYLE,
+        num_classes=10, input_shape=(16, 16, 3)),
+    "torchvision_resnet": lambda: backbones.torchvision_resnet(
+        stage_blocks=(1, 1), zero_init_residual=True, num_classes=10, input_shape=(32, 32, 3)),
 }
 
 
 @pytest.mark.parametrize("variant", list(TINY))
 def test_tiny_variant_forward(variant):
     model = TINY[variant]()
-    images = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
+    images = np.random.default_rng(1).normal(size=(2, *model.input.shape[1:])).astype("float32")
     probs = keras.ops.convert_to_numpy(model(images, training=False))
     assert probs.shape == (2, model.output.shape[-1])
     assert np.all(np.isfinite(probs))
@@ -285,7 +304,7 @@ def test_tiny_variant_forward(variant):
 @pytest.mark.parametrize("variant", list(TINY))
 def test_tiny_variant_save_load(variant, tmp_path):
     model = TINY[variant]()
-    images = np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype("float32")
+    images = np.random.default_rng(2).normal(size=(2, *model.input.shape[1:])).astype("float32")
     expected = keras.ops.convert_to_numpy(model(images, training=False))
     path = os.path.join(tmp_path, f"{variant}.keras")
     model.save(path)
@@ -318,15 +337,16 @@ def test_other_models_taps():
         backbones.resolve_tap(model, "nope")
 
 
-def test_resnet50_imagenet_save_load_is_plain_functional(tmp_path):
-    model = backbones.build("resnet50_imagenet", num_classes=3, input_shape=(32, 32, 3))
+def test_resnet50_keras_applications_save_load_is_plain_functional(tmp_path):
+    model = backbones.build("resnet50_keras_applications", num_classes=3,
+                            input_shape=(32, 32, 3))
     images = np.random.default_rng(3).random((1, 32, 32, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(model(images, training=False))
     path = os.path.join(tmp_path, "r50.keras")
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
     assert type(restored).__name__ == "Functional"
-    assert restored.name == "resnet50_imagenet"
+    assert restored.name == "resnet50_keras_applications"
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(restored(images, training=False)), expected
     )
@@ -382,6 +402,19 @@ def test_bad_family_arguments():
             block="basic", stage_blocks=(1, 1), stage_widths=(8,), stage_strides=(1, 2),
             stem_filters=8, stem_kernel=3, stem_strides=1, stem_pool=False, num_classes=10,
             input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="`downsample`.*Received: downsample='pool'"):
+        backbones.wide_resnet(depth=10, width=1, downsample="pool", num_classes=10,
+                              input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="`dropout_rate`.*Received: dropout_rate=1.0"):
+        backbones.densenet_bc(depth=10, growth_rate=4, dropout_rate=1.0, num_classes=10,
+                              input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="`bn_momentum`"):
+        backbones.build("wrn_28_10", num_classes=10,
+                        style=ssal_keras.blocks.LayerStyle(bn_momentum=1.5))
+    with pytest.raises(ValueError, match="`conv_initializer` must be one of"):
+        ssal_keras.blocks.LayerStyle(conv_initializer="lecun")
+    with pytest.raises(ValueError, match="wrn_28_10 takes no option 'dropout_rate'; its options"):
+        backbones.build("wrn_28_10", num_classes=10, dropout_rate=0.2)
 
 
 def test_unknown_tap_lists_valid_names():
@@ -432,3 +465,94 @@ def test_normalization_inside_the_model(name):
 def test_bad_normalization(normalization):
     with pytest.raises(ValueError, match="`normalization` must be None, 'scale' or \\(mean, std\\)"):
         backbones.build("resnet50_cifar", num_classes=10, normalization=normalization)
+
+
+# --- The authors' versions (AUTHORS.md sections 4-6 and 9) ----------------------------------
+def _layers_of(model, kind):
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+@pytest.mark.parametrize(
+    "name, momentum, epsilon, conv_init, dense_init, conv_bias",
+    [
+        # ResNet_aux_tf.py:75, 85, 311: BN 0.65, he_normal convs and classifier, biases.
+        ("resnet50_cifar", 0.65, 1e-3, "HeNormal", "HeNormal", True),
+        ("resnet18_tiny_imagenet", 0.65, 1e-3, "HeNormal", "HeNormal", True),
+        # WideResNet_aux_tf.py:59, 140: Keras BN defaults, glorot_uniform, biases.
+        ("wrn_28_10", 0.99, 1e-3, "GlorotUniform", "GlorotUniform", True),
+        ("se_wrn_16_8", 0.99, 1e-3, "GlorotUniform", "GlorotUniform", True),
+        # DenseNet_aux_tf.py:245, 581; train.py:237: epsilon 1.1e-5, orthogonal, no biases.
+        ("densenet_bc_190_40", 0.99, 1.1e-5, "Orthogonal", "GlorotUniform", False),
+        # torchvision with the authors' momentum override (train.py:57-61).
+        ("resnet50_imagenet", 0.9 ** (100 / 32), 1e-5, "VarianceScaling", "VarianceScaling",
+         False),
+    ],
+)
+def test_layer_settings_are_the_authors(name, momentum, epsilon, conv_init, dense_init,
+                                        conv_bias):
+    model = _big(name)
+    norms = _layers_of(model, keras.layers.BatchNormalization)
+    assert norms and all((bn.momentum, bn.epsilon) == (momentum, epsilon) for bn in norms)
+    convs = _layers_of(model, keras.layers.Conv2D)
+    assert {type(c.kernel_initializer).__name__ for c in convs} == {conv_init}
+    assert {c.use_bias for c in convs} == {conv_bias}
+    classifier = model.get_layer("predictions")
+    assert type(classifier.kernel_initializer).__name__ == dense_init
+
+
+def test_resnet50_cifar_has_bn_momentum_065_everywhere():
+    norms = _layers_of(_big("resnet50_cifar"), keras.layers.BatchNormalization)
+    assert len(norms) == 1 + 16 * 3 + 1 - 1  # stem, 3 per block but the first's preact, post
+    assert {bn.momentum for bn in norms} == {0.65}
+
+
+def test_densenet_190_40_has_93_dropouts_after_the_3x3_convs():
+    model = _big("densenet_bc_190_40")
+    dropouts = _layers_of(model, keras.layers.Dropout)
+    assert len(dropouts) == 93 and {d.rate for d in dropouts} == {0.2}
+    for d in dropouts:  # right after each dense layer's 3x3 conv
+        assert d._inbound_nodes[0].parent_nodes[0].operation.name == d.name.replace(
+            "_2_dropout", "_2_conv")
+
+
+def test_wrn_28_10_downsamples_with_two_max_pools():
+    model = _big("wrn_28_10")
+    pools = _layers_of(model, keras.layers.MaxPooling2D)
+    assert [p.name for p in pools] == ["stage2_pool", "stage3_pool"]
+    assert all(p.pool_size == (2, 2) and p.strides == (2, 2) for p in pools)
+    assert all(c.strides == (1, 1) for c in _layers_of(model, keras.layers.Conv2D))
+    # The SE gates of the authors' WRN builder are orthogonal (WideResNet_aux_tf.py:50-51).
+    gate = _big("se_wrn_16_8").get_layer("stage1_block1_se_reduce")
+    assert type(gate.kernel_initializer).__name__ == "Orthogonal"
+    strided = backbones.build("wrn_28_10", num_classes=10, downsample="stride")
+    assert strided.count_params() == backbones.build("wrn_28_10", num_classes=10).count_params()
+    assert not _layers_of(strided, keras.layers.MaxPooling2D)
+
+
+def test_resnet50_imagenet_is_torchvisions():
+    """Stride on the 3x3 conv of each stage's first block, no conv biases, projection
+    shortcuts with BN, PyTorch's symmetric paddings, 25,557,032 trainable (AUTHORS.md 9.5)."""
+    model = _big("resnet50_imagenet")
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert trainable == 25_557_032
+    for stage in (2, 3, 4):
+        assert model.get_layer(f"stage{stage}_block1_1_conv").strides == (1, 1)
+        assert model.get_layer(f"stage{stage}_block1_2_conv").strides == (2, 2)
+        assert model.get_layer(f"stage{stage}_block1_0_bn") is not None
+    assert model.get_layer("stem_conv_pad").padding == ((3, 3), (3, 3))
+    assert tuple(model.get_layer("stem_out").output.shape) == (None, 56, 56, 64)
+    # zero_init_residual: the last BN of every block starts at gamma 0 (the SSAL run's).
+    assert all(float(np.max(model.get_layer(f"stage1_block{b}_3_bn").gamma)) == 1.0
+               for b in (1, 2, 3))
+    zeroed = backbones.build("resnet50_imagenet", num_classes=10, input_shape=(32, 32, 3),
+                             zero_init_residual=True)
+    gammas = [layer.gamma for layer in _layers_of(zeroed, keras.layers.BatchNormalization)
+              if layer.name.endswith("_3_bn")]
+    assert len(gammas) == 16 and all(float(np.max(np.abs(g))) == 0.0 for g in gammas)
+
+
+def test_resolved_options_are_what_build_uses():
+    options = backbones.registry.resolved_options("densenet_bc_190_40")
+    assert options["dropout_rate"] == 0.2 and options["style"].bn_epsilon == 1.1e-5
+    options = backbones.registry.resolved_options("wrn_28_10", downsample="stride")
+    assert options["downsample"] == "stride"

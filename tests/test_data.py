@@ -370,17 +370,54 @@ def first_batch(augment, *, seed=0, dataset=None, batch_size=256):
     return images
 
 
-def test_shift_moves_content_by_at_most_5_pixels_and_never_flips():
+def test_shift_moves_content_by_at_most_4_pixels_and_never_flips():
     rows, cols = bright_positions(first_batch("shift"))
-    assert set(rows) == set(range(11, 22)) and set(cols) == set(range(3, 14))
+    assert set(rows) == set(range(12, 21)) and set(cols) == set(range(4, 13))
 
 
 def test_shift_flip_flips_some_images():
     rows, cols = bright_positions(first_batch("shift_flip"))
-    flipped = cols >= 18  # column 8 mirrors to 23, then shifts to 18..28
-    assert set(rows) == set(range(11, 22))
-    assert set(cols[~flipped]) == set(range(3, 14)) and set(cols[flipped]) == set(range(18, 29))
+    flipped = cols >= 18  # column 8 mirrors to 23, then shifts to 19..27
+    assert set(rows) == set(range(12, 21))
+    assert set(cols[~flipped]) == set(range(4, 13)) and set(cols[flipped]) == set(range(19, 28))
     assert 0.3 < flipped.mean() < 0.7
+
+
+# Keras's integer shift range 5: choice(range(5)) * choice([-1, +1]) (AUTHORS.md section 7.1).
+KERAS_SHIFTS = np.arange(-4, 5)
+KERAS_SHIFT_P = np.where(KERAS_SHIFTS == 0, 0.2, 0.1)
+
+
+@pytest.mark.parametrize("augment", ["shift", "shift_flip"])
+def test_shift_distribution_is_keras_integer_range(augment):
+    count = 4000
+    shifts = []
+    flips = []
+    for seed in (0, 1):  # two batches: (dy, dx) of each image, from its bright pixel
+        rows, cols = bright_positions(first_batch(
+            augment, seed=seed, dataset=dot_images(count, size=24, row=12, col=5),
+            batch_size=count))
+        flipped = cols > 11  # shifted to 1..9, or flipped after it: 23 - (5 + dx) in 14..22
+        flips.append(flipped)
+        shifts.append(np.stack([rows - 12, np.where(flipped, 18 - cols, cols - 5)], 1))
+    shifts, flips = np.concatenate(shifts), np.concatenate(flips)
+    if augment == "shift_flip":
+        assert abs(flips.mean() - 0.5) < 5 * np.sqrt(0.25 / len(flips))
+    else:
+        assert not flips.any()
+    n = len(shifts)
+    for axis in range(2):
+        values, counts = np.unique(shifts[:, axis], return_counts=True)
+        np.testing.assert_array_equal(values, KERAS_SHIFTS)  # -4..4: never 5
+        spread = 5 * np.sqrt(n * KERAS_SHIFT_P * (1 - KERAS_SHIFT_P))  # binomial, 5 sigma
+        assert (np.abs(counts - n * KERAS_SHIFT_P) < spread).all(), (axis, counts)
+    # Independent axes: chi-square of the 9 x 9 table against the product distribution.
+    table = np.zeros((9, 9))
+    np.add.at(table, (shifts[:, 0] + 4, shifts[:, 1] + 4), 1)
+    expected = n * np.outer(KERAS_SHIFT_P, KERAS_SHIFT_P)
+    chi2 = ((table - expected) ** 2 / expected).sum()
+    assert chi2 < 80 + 5 * np.sqrt(2 * 80), chi2  # 80 degrees of freedom, 5 sigma
+    assert abs(np.corrcoef(shifts.T)[0, 1]) < 0.05
 
 
 def test_none_keeps_images():
@@ -390,13 +427,24 @@ def test_none_keeps_images():
 
 def test_shift_fills_by_reflection():
     image = np.random.default_rng(0).integers(50, 200, (12, 10, 3)).astype(np.uint8)
-    dataset = tf.data.Dataset.from_tensor_slices((image[None].repeat(64, 0),
-                                                  np.zeros(64, np.int32)))
-    batch = first_batch("shift", dataset=dataset, batch_size=64).numpy()
-    assert batch.shape == (64, 12, 10, 3) and batch.min() >= 50  # no zeros at the borders
-    padded = np.pad(image, [(5, 5), (5, 5), (0, 0)], mode="symmetric")  # Keras's "reflect"
-    windows = {padded[y:y + 12, x:x + 10].tobytes() for y in range(11) for x in range(11)}
-    assert all(b.astype(np.uint8).tobytes() in windows for b in batch)
+    dataset = tf.data.Dataset.from_tensor_slices((image[None].repeat(400, 0),
+                                                  np.zeros(400, np.int32)))
+    batch = first_batch("shift", dataset=dataset, batch_size=400).numpy()
+    assert batch.shape == (400, 12, 10, 3) and batch.min() >= 50  # no zeros at the borders
+    padded = np.pad(image, [(4, 4), (4, 4), (0, 0)], mode="symmetric")  # Keras's "reflect"
+    # Window (y, x) of the padding moves the content by (4 - y, 4 - x).
+    windows = {padded[y:y + 12, x:x + 10].tobytes(): (4 - y, 4 - x)
+               for y in range(9) for x in range(9)}
+    assert len(windows) == 81
+    shifts = np.array([windows[b.astype(np.uint8).tobytes()] for b in batch])
+    assert set(shifts[:, 0]) == set(shifts[:, 1]) == set(range(-4, 5))
+    # Half-sample symmetric: the edge pixel is repeated (... b a | a b ...), e.g. moved down 1:
+    # rows a a b c ..., moved left 2: columns ... x y z z y.
+    down = [b for (dy, dx), b in zip(shifts, batch) if (dy, dx) == (1, 0)]
+    assert down and all((b[0] == image[0]).all() and (b[1:] == image[:-1]).all() for b in down)
+    left = [b for (dy, dx), b in zip(shifts, batch) if (dy, dx) == (0, -2)]
+    assert left and all((b[:, :8] == image[:, 2:]).all() and (b[:, 8] == image[:, 9]).all()
+                        and (b[:, 9] == image[:, 8]).all() for b in left)
 
 
 def test_same_seed_same_batches_new_epoch_new_batches():
@@ -493,6 +541,13 @@ mixed = tf.data.Dataset.range(13).map(
 shapes = lambda x: [list(t.shape) for t in strategy.experimental_local_results(x)]
 report["mixed_train"] = [shapes(x) for x, _ in data.distributed_train_dataset(
     strategy, mixed, global_batch_size=4, augment="shift_flip", seed=0, image_size=6)]
+# the authors' ImageNet crop and colour jitter: passed through to every input pipeline
+authors = [strategy.experimental_local_results(x) for x, _ in data.distributed_train_dataset(
+    strategy, mixed, global_batch_size=4, augment="shift_flip", seed=0, image_size=6,
+    crop_area=(0.3, 4 / 3), color_jitter=0.4)]
+report["authors_shapes"] = [[list(t.shape) for t in step] for step in authors]
+values = np.concatenate([t.numpy().ravel() for step in authors for t in step])
+report["authors_jittered"] = bool(np.abs(values - np.round(values)).max() > 1e-3)
 report["mixed_eval"] = [local(y) for _, y in data.distributed_eval_dataset(
     strategy, mixed, global_batch_size=4, image_size=6)]
 print(json.dumps(report))
@@ -515,6 +570,8 @@ def test_distributed_datasets_on_two_replicas():
     assert sorted(eval_seen) == list(range(13))  # every example exactly once
     assert "does not divide across 2 replicas" in report["error"]
     assert report["mixed_train"] == [[[2, 6, 6, 1], [2, 6, 6, 1]]] * 3
+    assert report["authors_shapes"] == [[[2, 6, 6, 1], [2, 6, 6, 1]]] * 3
+    assert report["authors_jittered"]  # constant images of integer value, scaled by brightness
     assert sorted(y for step in report["mixed_eval"] for r in step for y in r) == list(range(13))
 
 
@@ -629,6 +686,198 @@ def test_random_resized_crop_windows():
     mirrored = np.array([np.array_equal(f, s[:, ::-1]) for f, s in zip(flip, shift)])
     same = np.array([np.array_equal(f, s) for f, s in zip(flip, shift)])
     assert (mirrored | same).all() and 0.25 < mirrored.mean() < 0.75
+
+
+def ramp_windows(batch, size):
+    """``(areas, ratios)`` of the windows that made crops of ``ramp_images`` (160 x 200)."""
+    widths = (batch[:, 0, -1, 0] - batch[:, 0, 0, 0]) * size / (size - 1)
+    heights = (batch[:, -1, 0, 1] - batch[:, 0, 0, 1]) * size / (size - 1)
+    return widths * heights / (160 * 200), widths / heights
+
+
+def test_default_crop_is_unchanged():
+    """crop_area=None, color_jitter=0: TensorFlow's Inception crop, exactly as before."""
+    dataset = ramp_images(16)
+    size = 16
+    for augment in ("shift", "shift_flip"):
+        batch, _ = next(iter(data.train_pipeline(dataset, batch_size=16, augment=augment,
+                                                 seed=7, image_size=size, shuffle_buffer=1)))
+        explicit, _ = next(iter(data.train_pipeline(
+            dataset, batch_size=16, augment=augment, seed=7, image_size=size,
+            shuffle_buffer=1, crop_area=None, color_jitter=0.0)))
+        np.testing.assert_array_equal(batch.numpy(), explicit.numpy())
+        seeds = tf.data.Dataset.random(seed=7, rerandomize_each_iteration=True).batch(2)
+        for (image, _), seed, crop in zip(dataset, seeds.take(16), batch):
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+            begin, window, _ = tf.image.stateless_sample_distorted_bounding_box(
+                tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+                seed=crop_seed, min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+                area_range=(0.08, 1.0), max_attempts=100, use_image_if_no_bounding_boxes=True)
+            expected = tf.image.resize(tf.slice(image, begin, window), (size, size))
+            if augment == "shift_flip":
+                expected = tf.image.stateless_random_flip_left_right(expected, flip_seed)
+            np.testing.assert_array_equal(crop.numpy(), expected.numpy())
+
+
+def crop_windows(shape, crop_area, count=2000):
+    windows = tf.data.Dataset.range(count).map(
+        lambda i: tf.stack(data.crop_window(tf.constant(shape), tf.stack([i, 3]),
+                                            crop_area=crop_area)))
+    return next(iter(windows.batch(count))).numpy().T  # top, left, height, width
+
+
+def test_crop_window_is_torchvisions_random_resized_crop():
+    top, left, height, width = crop_windows((160, 200, 3), (0.3, 4 / 3))
+    # Windows always fit: areas above 1 are redrawn.
+    assert (height > 0).all() and (width > 0).all()
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + height <= 160).all() and (left + width <= 200).all()
+    areas, ratios = height * width / (160 * 200), width / height
+    # round(sqrt(a r)) * round(sqrt(a / r)): within a pixel of the drawn area and ratio.
+    assert areas.min() > 0.28 and areas.max() <= 1.0
+    assert areas.min() < 0.32 and areas.max() > 0.95 and 0.55 < areas.mean() < 0.7
+    assert ratios.min() > 0.74 and ratios.max() < 1.35
+    assert ratios.min() < 0.77 and ratios.max() > 1.3
+    # Placed uniformly: the offset fills its range.
+    assert (top == 0).any() and (top + height == 160).any()
+    free = height < 160
+    assert abs((top[free] / (160 - height[free])).mean() - 0.5) < 0.05
+    # The fallback: nothing fits, so the largest centred crop with the ratio clamped.
+    for shape, expected in (((160, 200, 3), (0, 0, 160, 200)),  # ratio 1.25: whole image
+                            ((100, 200, 3), (0, 33, 100, 133)),  # 2 > 4/3: w = round(100 * 4/3)
+                            ((200, 100, 3), (33, 0, 133, 100))):  # 1/2 < 3/4: h = round(100 / .75)
+        windows = crop_windows(shape, (2.0, 3.0), count=8)
+        assert (windows.T == expected).all(), (shape, windows.T)
+    # The same seed, the same window; torchvision's default scale (0.08, 1) also works.
+    np.testing.assert_array_equal(crop_windows((160, 200, 3), (0.08, 1.0), count=64),
+                                  crop_windows((160, 200, 3), (0.08, 1.0), count=64))
+
+
+def test_crop_area_in_the_pipeline():
+    dataset = ramp_images(64)
+    size = 16
+    batch, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift", seed=0,
+                                             image_size=size, shuffle_buffer=1,
+                                             crop_area=(0.3, 4 / 3))))
+    areas, ratios = ramp_windows(batch.numpy(), size)
+    assert areas.min() > 0.28 and areas.max() <= 1.0 and areas.max() - areas.min() > 0.4
+    assert ratios.min() > 0.72 and ratios.max() < 1.38
+    default, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift", seed=0,
+                                               image_size=size, shuffle_buffer=1)))
+    assert ramp_windows(default.numpy(), size)[0].min() < 0.3  # the default reaches 8%
+
+
+def color_jitter_reference(image, factors, order):
+    """NumPy ``ColorJitter`` (torchvision's tensor ops, PIL's grayscale weights), given draws."""
+    image = image.astype(np.float64)
+    for op in order:
+        gray = image @ np.array([0.299, 0.587, 0.114])
+        reference = [0.0, gray.mean(), gray[..., None]][op]
+        image = np.clip(factors[op] * image + (1 - factors[op]) * reference, 0, 255)
+    return image
+
+
+def test_color_jitter_applies_the_three_ops_in_the_drawn_order():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (6, 7, 3)).astype(np.float32)
+    image[0] = 250  # saturates: the order matters
+    orders, differs = [], 0
+    for i in range(60):
+        seed = tf.constant([i, 11])
+        factors, order = (t.numpy() for t in data.color_jitter_parameters(seed, strength=0.4))
+        orders.append(tuple(order))
+        jittered = data.random_color_jitter(image, seed, strength=0.4).numpy()
+        np.testing.assert_allclose(jittered, color_jitter_reference(image, factors, order),
+                                   atol=2e-3)
+        fixed = color_jitter_reference(image, factors, (0, 1, 2))
+        differs += not np.allclose(jittered, fixed, atol=2e-3)
+        assert jittered.min() >= 0 and jittered.max() <= 255
+    assert differs > 0  # a random order, not brightness-contrast-saturation always
+    np.testing.assert_array_equal(data.random_color_jitter(image, seed, strength=0.0), image)
+    # 1-channel images: saturation is a no-op, contrast blends with the mean.
+    single = data.random_color_jitter(image[..., :1], seed, strength=0.4).numpy()
+    assert single.shape == (6, 7, 1) and single.min() >= 0 and single.max() <= 255
+
+
+def test_color_jitter_draws():
+    draws = [data.color_jitter_parameters(tf.constant([i, 5]), strength=0.4)
+             for i in range(600)]
+    factors = np.array([f.numpy() for f, _ in draws])
+    orders = [tuple(o.numpy()) for _, o in draws]
+    assert factors.min() >= 0.6 and factors.max() <= 1.4  # [max(0, 1 - 0.4), 1 + 0.4]
+    assert factors.min() < 0.62 and factors.max() > 1.38
+    assert (np.abs(factors.mean(0) - 1) < 0.05).all()
+    assert abs(np.corrcoef(factors.T)[0, 1]) < 0.15  # one draw per factor
+    counts = np.array([orders.count(p) for p in sorted(set(orders))])
+    assert sorted(set(orders)) == sorted(
+        [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
+    assert (np.abs(counts - 100) < 5 * np.sqrt(600 / 6 * 5 / 6)).all()  # uniform permutations
+
+
+def constant_images(count, value, shape=(20, 30, 3)):
+    images = np.broadcast_to(np.asarray(value, np.uint8), (count,) + shape)
+    return tf.data.Dataset.from_tensor_slices((np.array(images), np.zeros(count, np.int32)))
+
+
+def test_color_jitter_in_the_pipeline():
+    def batch(dataset, **kwargs):
+        return next(iter(data.train_pipeline(
+            dataset, batch_size=200, augment="shift_flip", seed=1, image_size=8,
+            shuffle_buffer=1, crop_area=(0.3, 4 / 3), **kwargs)))[0].numpy()
+
+    # Gray: contrast and saturation keep it, brightness scales it by 0.6..1.4.
+    gray = batch(constant_images(200, 100), color_jitter=0.4)
+    assert (gray == gray[:, :1, :1, :1]).all()  # each image stays one constant gray
+    values = gray[:, 0, 0, 0]
+    assert values.min() >= 60 - 1e-3 and values.max() <= 140 + 1e-3
+    assert values.min() < 65 and values.max() > 135
+    bright = batch(constant_images(200, 250), color_jitter=0.4)
+    assert bright.max() == 255 and (bright == 255).mean() > 0.3 and bright.min() >= 150 - 1e-3
+    coloured = batch(constant_images(200, (200, 100, 20)), color_jitter=0.4)
+    assert coloured.min() >= 0 and coloured.max() <= 255
+    spread = coloured.max(-1) - coloured.min(-1)  # saturation and contrast move the channels
+    assert spread.min() < 150 and spread.max() > 200
+    # No jitter: pixels unchanged (the same crops and flips as without the keyword).
+    random = ramp_images(200, height=20, width=30)
+    np.testing.assert_array_equal(batch(random, color_jitter=0.0), batch(random))
+    assert not np.array_equal(batch(random, color_jitter=0.4), batch(random))
+
+
+def test_crop_area_and_color_jitter_errors():
+    dataset = ramp_images(4, height=20, width=30)
+    train = lambda **kw: data.train_pipeline(  # noqa: E731
+        dataset, batch_size=2, augment=kw.pop("augment", "shift_flip"), seed=0, **kw)
+    for bad in [(0.5, 0.3), (0, 1), (-0.1, 1), 0.3, (0.3,), (0.3, 1, 2), "0.3,1", (True, 1),
+                (0.3, "x", 1.0), (0.3, None), {0.3, 1.0}, (0.3, float("nan")),
+                (0.3, float("inf"))]:
+        with pytest.raises(ValueError) as error:
+            train(image_size=8, crop_area=bad)
+        message = one_line(error)
+        assert f"crop_area={bad!r}" in message and "0 < min <= max" in message
+    for bad in [-0.1, 1.0, 1.5, "0.4", None, True, float("nan")]:
+        with pytest.raises(ValueError) as error:
+            train(image_size=8, color_jitter=bad)
+        message = one_line(error)
+        assert f"color_jitter={bad!r}" in message and "[0, 1)" in message
+    # They apply to the random-resized crop only.
+    with pytest.raises(ValueError) as error:
+        train(crop_area=(0.3, 4 / 3))  # fixed-size images: shifts, no crop
+    assert "crop_area=(0.3, 1.3333333333333333)" in one_line(error)
+    assert "no image_size" in str(error.value)
+    with pytest.raises(ValueError) as error:
+        train(image_size=8, color_jitter=0.4, augment="none")
+    assert "color_jitter=0.4" in one_line(error) and "augment='none'" in str(error.value)
+    with pytest.raises(ValueError) as error:
+        data.distributed_train_dataset(tf.distribute.get_strategy(), dataset, global_batch_size=2,
+                                       augment="shift_flip", seed=0, image_size=8,
+                                       color_jitter=2)
+    assert "color_jitter=2" in one_line(error)
+    with pytest.raises(ValueError) as error:
+        data.crop_window(tf.constant([8, 8, 3]), tf.constant([0, 0]), crop_area=(1, 0.5))
+    assert "crop_area=(1, 0.5)" in one_line(error)
+    # Valid values pass, ints included.
+    assert next(iter(train(image_size=8, crop_area=[1, 1], color_jitter=0)))[0].shape == (
+        2, 8, 8, 3)
 
 
 def test_image_size_same_seed_same_batches(tmp_path):

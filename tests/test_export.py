@@ -7,9 +7,9 @@ conversions (tf2onnx takes a few seconds each) stay affordable:
 model      backbone                        branch heads
 =========  ==============================  ===============================================
 preact     preact_resnet (basic), 3 ch     [cbr, inception_e, gap], [se, gap, dense]
-se_wrn     wide_resnet with SE, 3 ch       [inception_c, inception_d, inception_e, gap]
+se_wrn     wide_resnet with SE, 3 ch       the ImageNet head blocks (PyTorch padding and pools)
 densenet   densenet_bc, 1 channel          the default head (cbr, cbr, gap, dense)
-resnet50   resnet50_imagenet (plain)       none: a baseline classifier, exported as ``base``
+resnet50   torchvision_resnet (ResNet50)   none: a baseline classifier, exported as ``base``
 =========  ==============================  ===============================================
 """
 
@@ -55,7 +55,8 @@ def se_wrn_ssal():
     )
     return ssal_keras.SSALModel(backbone, branches=[
         ssal_keras.Branch(tap="stage1", grouping=[0, 1, 1, 2, 2], head=[
-            "inception_c(0.05)", "inception_d(0.05)", "inception_e(0.05)", "gap"]),
+            "cbr(8,3,2,0)", "inception_c_smaller(0.05)", "inception_d_smaller(0.05)",
+            "inception_e_smaller(0.05)", "gap"], head_style="authors_pytorch"),
     ], alpha=0.4)
 
 
@@ -69,8 +70,8 @@ def densenet_ssal():
 
 
 def resnet50_plain():
-    return backbones.resnet50_imagenet(num_classes=3, input_shape=(32, 32, 3),
-                                       normalization="scale")
+    return backbones.build("resnet50_imagenet", num_classes=3, input_shape=(32, 32, 3),
+                           normalization="scale")
 
 
 MODELS = {

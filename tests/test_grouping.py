@@ -5,6 +5,11 @@ transcription of SPEC section 2 written with plain Python loops and lists, on ti
 matrices (where the seed must not matter) and on integer matrices full of ties (where both use
 the same documented tie convention: tied candidates in increasing index order, one drawn with
 `rng.integers(number_tied)`, the generator consulted only on a real tie).
+
+`balanced_grouping(..., tie_break="authors")` is checked against `_authors_transcription`, a
+literal loop transcription of the authors' `create_grouping_v2` (keras/helper.py:42-188,
+AUTHORS.md section 10), preparation of the confusion matrix included, on tie-heavy integer
+confusion matrices: both must give the identical grouping.
 """
 
 import os
@@ -104,6 +109,132 @@ _HAND = np.array(
     ],
     dtype=np.float64,
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# A literal transcription of the authors' create_grouping_v2 (keras/helper.py:42-188, AUTHORS.md
+# section 10), slow on purpose: same loops, same exact comparisons, same random calls.
+# ---------------------------------------------------------------------------------------------
+
+
+def _authors_transcription(confusion, k, criterion, size_margin=1.1, seed=0, rng=None):
+    """The authors' grouping of a confusion matrix; group ids, -1 never (a group may be empty).
+
+    Random calls go to `rng` (default `np.random.RandomState(seed)`); pass the `np.random`
+    module after `np.random.seed(seed)` to use the global generator, as the authors do.
+    """
+    rng = np.random.RandomState(seed) if rng is None else rng
+    join = criterion == "join_similar"
+    # Preparation (lines 58-69), on a copy: theirs zeroes the caller's diagonal in place.
+    m = np.array(confusion, dtype=np.float64)
+    n = len(m)
+    for i in range(n):
+        m[i][i] = 0
+    if join:
+        m = np.max(m) - m
+    for i in range(n):
+        m[i][i] = 0
+    s = 0.5 * (m + m.T)
+    # First label (lines 71-82): argmin of the row sums, lowest index on ties.
+    groups = [[] for _ in range(k)]
+    groups[0].append(int(np.argmin([np.sum(s[i]) for i in range(n)])))
+    assigned = [False] * n
+    assigned[groups[0][0]] = True
+    means = [[0.0] * k for _ in range(n)]
+    score = [-1.0] * n  # Closest populated group's mean; -1 marks an assigned label.
+    for _ in range(n - 1):  # Lines 88-165.
+        all_populated = all(len(group) > 0 for group in groups)
+        for i in range(n):
+            if assigned[i]:
+                continue
+            for j in range(k):
+                total = 0.0
+                for member in groups[j]:
+                    total += s[member][i]
+                means[i][j] = total / len(groups[j]) if groups[j] else 0.0
+            closest = means[i][0]  # Group 0 is never empty.
+            for j in range(k):
+                if groups[j] and means[i][j] < closest:
+                    closest = means[i][j]
+            score[i] = closest
+        # Label choice (lines 114-143): a scan in index order that keeps the tied labels and
+        # counts the extra ones; a draw whenever that count is positive.
+        tied, extra = [], 0
+        if not all_populated:
+            bound = -0.5  # Largest score; assigned labels (-1) never qualify.
+            for i in range(n):
+                if score[i] >= bound:
+                    if score[i] == bound:
+                        tied.append(i)
+                        extra += 1
+                    else:
+                        bound, tied, extra = score[i], [i], 0
+        else:
+            bound = max(score)  # Smallest score, the scan starting from the largest.
+            for i in range(n):
+                if -0.5 < score[i] <= bound:
+                    if score[i] == bound:
+                        tied.append(i)
+                        extra += 1
+                    else:
+                        bound, tied, extra = score[i], [i], 0
+        label = int(rng.choice(np.array(tied))) if extra > 0 else tied[0]
+        # Group choice (lines 145-164).
+        row = list(means[label])
+        while True:
+            pick = int(np.argmin(row))
+            if not join and row[pick] == 0:
+                steps = rng.randint(low=0, high=k)
+                while steps != 0:
+                    pick += 1
+                    if pick >= k:
+                        pick = 0
+                    if row[pick] == 0:
+                        steps -= 1
+            if len(groups[pick]) >= size_margin * n / k:
+                row[pick] = 1000000000
+            else:
+                groups[pick].append(label)
+                break
+        assigned[label] = True
+        score[label] = -1.0
+    result = np.full(n, -1, dtype=np.int64)
+    for group_id, members in enumerate(groups):
+        result[members] = group_id
+    return result
+
+
+def _tie_heavy_confusion(num_labels, seed):
+    """Integer confusion counts in 0..3, about half of them zero, big diagonal: many ties."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 4, size=(num_labels, num_labels))
+    counts = counts * (rng.random((num_labels, num_labels)) < 0.5)
+    np.fill_diagonal(counts, 50)
+    return counts
+
+
+def _authors_grouping(confusion, k, criterion, size_margin=1.1, seed=0):
+    """The package's route to the authors' grouping: their distances, their tie rules."""
+    distance = g.confusion_distance(confusion, criterion, maximum="raw")
+    return g.balanced_grouping(
+        distance, k, size_margin=size_margin, seed=seed, tie_break="authors", criterion=criterion
+    )
+
+
+# 6 sizes x 3 or 4 group counts x 2 criteria x 2 seeds = 76 tie-heavy matrices.
+_AUTHORS_GROUP_COUNTS = {6: (2, 3, 4), 9: (2, 3, 4), 13: (3, 4, 6), 20: (2, 5, 8, 10),
+                         31: (3, 7, 15), 40: (4, 10, 20)}
+_AUTHORS_CASES = [
+    (num_labels, k, criterion, seed)
+    for num_labels, group_counts in _AUTHORS_GROUP_COUNTS.items()
+    for k in group_counts
+    for criterion in g.CRITERIA
+    for seed in range(2)
+]
+
+
+def _case_confusion(num_labels, k, seed):
+    return _tie_heavy_confusion(num_labels, seed=1000 * num_labels + 10 * k + seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +388,169 @@ def test_confusion_distance_values():
 
 
 # ---------------------------------------------------------------------------------------------
+# tie_break="authors": the authors' create_grouping_v2, ties included.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_authors_cases_are_many_and_tie_heavy():
+    assert len(_AUTHORS_CASES) >= 60
+    assert {c[0] for c in _AUTHORS_CASES} == {6, 9, 13, 20, 31, 40}
+    for num_labels, k, _, seed in _AUTHORS_CASES:
+        counts = _case_confusion(num_labels, k, seed)
+        off = counts[~np.eye(num_labels, dtype=bool)]
+        assert np.unique(off).size <= 4 and (off == 0).mean() > 0.4  # Ties everywhere.
+
+
+@pytest.mark.parametrize("criterion", g.CRITERIA)
+@pytest.mark.parametrize("num_labels", [6, 9, 13, 20, 31, 40])
+def test_authors_tie_break_matches_transcription(num_labels, criterion):
+    cases = [c for c in _AUTHORS_CASES if c[0] == num_labels and c[2] == criterion]
+    assert len(cases) >= 6
+    for _, k, _, seed in cases:
+        confusion = _case_confusion(num_labels, k, seed)
+        expected = _authors_transcription(confusion, k, criterion, seed=seed)
+        assert sorted(set(expected.tolist())) == list(range(k))  # No empty group here.
+        got = _authors_grouping(confusion, k, criterion, seed=seed)
+        np.testing.assert_array_equal(got, expected, err_msg=f"C={num_labels} k={k} s={seed}")
+
+
+def test_authors_tie_break_matches_transcription_on_extreme_cases():
+    # Tiny matrices, every group count, margins 1.0 to 2.0, all-zero and 0/1 matrices: the
+    # initialisation can then send labels at distance 0 into populated groups, and full
+    # groups force repeated choices (with new draws when split similar). Where the
+    # transcription leaves a group empty, balanced_grouping raises instead.
+    rng = np.random.default_rng(2024)
+    empty = agree = 0
+    for case in range(300):
+        num_labels = int(rng.integers(2, 13))
+        k = int(rng.integers(1, num_labels + 1))
+        criterion = g.CRITERIA[case % 2]
+        size_margin = (1.0, 1.1, 1.5, 2.0)[case % 4]
+        style = case % 3
+        if style == 0:
+            confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+        elif style == 1:
+            confusion = rng.integers(0, 2, size=(num_labels, num_labels))
+        else:
+            confusion = rng.integers(0, 5, size=(num_labels, num_labels))
+            confusion = confusion * (rng.random((num_labels, num_labels)) < 0.3)
+        seed = int(rng.integers(0, 2**32))
+        expected = _authors_transcription(confusion, k, criterion, size_margin, seed)
+        missing = sorted(set(range(k)) - set(expected.tolist()))
+        if missing:
+            empty += 1
+            match = rf"tie_break='authors' leaves group\(s\) {', '.join(map(str, missing))} "
+            with pytest.raises(ValueError, match=match):
+                _authors_grouping(confusion, k, criterion, size_margin, seed)
+        else:
+            agree += 1
+            np.testing.assert_array_equal(
+                _authors_grouping(confusion, k, criterion, size_margin, seed), expected
+            )
+    assert agree > 150 and empty > 10
+
+
+def test_authors_tie_break_matches_the_global_generator():
+    # The authors call np.random.choice / np.random.randint: np.random.seed(s) first gives
+    # the same partition as seed=s here.
+    state = np.random.get_state()
+    try:
+        for num_labels, k, criterion, seed in _AUTHORS_CASES[::7]:
+            confusion = _case_confusion(num_labels, k, seed)
+            np.random.seed(seed)
+            expected = _authors_transcription(confusion, k, criterion, rng=np.random)
+            np.testing.assert_array_equal(
+                _authors_grouping(confusion, k, criterion, seed=seed), expected
+            )
+    finally:
+        np.random.set_state(state)
+
+
+def test_authors_comparison_can_fail():
+    # The comparison above is not vacuous: on the same tie-heavy matrices the default
+    # tie_break="random" agrees with the transcription only sometimes, and the authors'
+    # result itself depends on the seed (their draws matter).
+    agree_random = seed_dependent = 0
+    for num_labels, k, criterion, seed in _AUTHORS_CASES:
+        confusion = _case_confusion(num_labels, k, seed)
+        expected = _authors_transcription(confusion, k, criterion, seed=seed)
+        distance = g.confusion_distance(confusion, criterion, maximum="raw")
+        agree_random += np.array_equal(g.balanced_grouping(distance, k, seed=seed), expected)
+        other = _authors_transcription(confusion, k, criterion, seed=seed + 100)
+        seed_dependent += not np.array_equal(other, expected)
+    assert agree_random < len(_AUTHORS_CASES)
+    assert seed_dependent > len(_AUTHORS_CASES) // 2
+
+
+def test_authors_tie_break_equals_random_on_tie_free_matrices():
+    for seed in range(3):
+        distance = _random_distance(30, seed=200 + seed)
+        for k in (4, 9):
+            np.testing.assert_array_equal(
+                g.balanced_grouping(distance, k, seed=seed, tie_break="authors"),
+                g.balanced_grouping(distance, k, seed=seed),
+            )
+
+
+def test_authors_empty_group_raises():
+    # Two labels confused 3 times both ways: their distance is 0, so label 1 joins group 0
+    # (mean 0, lowest index, not full at 1.1) and group 1 stays empty in the authors' code.
+    confusion = np.array([[9, 3], [3, 9]])
+    np.testing.assert_array_equal(_authors_transcription(confusion, 2, "join_similar"), [0, 0])
+    with pytest.raises(ValueError, match=r"^tie_break='authors' leaves group\(s\) 1 of 2 empty"):
+        _authors_grouping(confusion, 2, "join_similar")
+    # The default tie rules open group 1 (an empty group is never a candidate there).
+    assert sorted(g.balanced_grouping(g.confusion_distance(confusion), 2)) == [0, 1]
+
+
+def test_confusion_distance_raw_maximum_is_the_authors_preparation():
+    confusion = np.array([[9, 1, 4], [3, 9, 0], [2, 0, 9]], dtype=np.float64)
+    # Raw maximum 4: D = 4 - M off the diagonal, then (D + D^T) / 2.
+    raw = g.confusion_distance(confusion, "join_similar", maximum="raw")
+    np.testing.assert_array_equal(raw, [[0, 2, 1], [2, 0, 4], [1, 4, 0]])
+    # The default uses the symmetrised maximum 3: the same plus 4 - 3 = 1 off the diagonal.
+    default = g.confusion_distance(confusion, "join_similar")
+    np.testing.assert_array_equal(raw - default, 1 - np.eye(3))
+    # Split similar: the same either way.
+    np.testing.assert_array_equal(
+        g.confusion_distance(confusion, "split_similar", maximum="raw"),
+        g.confusion_distance(confusion, "split_similar"),
+    )
+    # The input is not modified (theirs zeroes its diagonal in place).
+    assert confusion[0, 0] == 9
+
+
+def test_authors_need_the_raw_maximum():
+    # Label 0 confuses label 1 three times, label 1 label 0 once. Authors: distance
+    # (3 - 3 + 3 - 1) / 2 = 1 > 0, so label 1 opens group 1. With the default preparation
+    # their distance is 0 and label 1 would join group 0, leaving group 1 empty.
+    confusion = np.array([[9, 3], [1, 9]])
+    np.testing.assert_array_equal(_authors_transcription(confusion, 2, "join_similar"), [0, 1])
+    np.testing.assert_array_equal(_authors_grouping(confusion, 2, "join_similar"), [0, 1])
+    with pytest.raises(ValueError, match="leaves group"):
+        g.balanced_grouping(g.confusion_distance(confusion), 2, tie_break="authors")
+    # A tie-heavy 10-label matrix where the default preparation gives another grouping.
+    confusion = _join_raw_matters_confusion()
+    expected = _authors_transcription(confusion, 4, "join_similar", seed=1)
+    np.testing.assert_array_equal(_authors_grouping(confusion, 4, "join_similar", seed=1), expected)
+    other = g.balanced_grouping(g.confusion_distance(confusion), 4, seed=1, tie_break="authors")
+    assert not np.array_equal(other, expected)
+
+
+def _join_raw_matters_confusion():
+    rng = np.random.default_rng(167)  # Found by search: the maximum matters here.
+    counts = rng.integers(0, 3, size=(10, 10)) * (rng.random((10, 10)) < 0.4)
+    np.fill_diagonal(counts, 50)
+    return counts
+
+
+def test_authors_bad_arguments():
+    with pytest.raises(ValueError, match=r"seed must be an int between 0 and 4294967295"):
+        g.balanced_grouping(_HAND, 2, tie_break="authors", seed=2**32)
+    assert g.balanced_grouping(_HAND, 2, seed=2**32).shape == (6,)  # default_rng takes it.
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation: every message names the argument.
 # ---------------------------------------------------------------------------------------------
 
@@ -311,6 +605,27 @@ def test_bad_size_margin(size_margin):
 def test_bad_seed(seed):
     with pytest.raises(ValueError, match=r"seed must be an int >= 0; received seed="):
         g.balanced_grouping(_HAND, 2, seed=seed)
+
+
+@pytest.mark.parametrize("tie_break", ["x", "Authors", "", None, 1, ["random"]])
+def test_bad_tie_break(tie_break):
+    shown = repr(tie_break)
+    match = rf"^tie_break must be one of random, authors; received tie_break={re.escape(shown)}\.$"
+    with pytest.raises(ValueError, match=match):
+        g.balanced_grouping(_HAND, 2, tie_break=tie_break)
+
+
+@pytest.mark.parametrize("tie_break", g.TIE_BREAKS)
+def test_bad_criterion_in_balanced_grouping(tie_break):
+    match = r"^criterion must be one of join_similar, split_similar; received criterion='group'"
+    with pytest.raises(ValueError, match=match):
+        g.balanced_grouping(_HAND, 2, tie_break=tie_break, criterion="group")
+
+
+def test_bad_maximum():
+    match = r"^maximum must be one of symmetrised, raw; received maximum='max'\.$"
+    with pytest.raises(ValueError, match=match):
+        g.confusion_distance(np.eye(3), maximum="max")
 
 
 def test_numpy_integer_arguments_are_accepted():
@@ -436,6 +751,9 @@ def cli(tmp_path_factory):
     np.save(folder / "confusion.npy", confusion)
     distance = (_random_distance(15, seed=4) + _random_distance(15, seed=4).T) / 2
     np.savetxt(folder / "distance.csv", distance, delimiter=",")
+    tied = _tie_heavy_confusion(20, seed=11)
+    np.save(folder / "tied.npy", tied)
+    np.save(folder / "raw_matters.npy", _join_raw_matters_confusion())
     common = ["--kind=confusion", "--num_groups=4"]
     cases = {
         "npy": [f"--matrix={folder / 'confusion.npy'}", *common, "--criterion=join_similar",
@@ -451,6 +769,13 @@ def cli(tmp_path_factory):
         "missing_output": [f"--matrix={folder / 'confusion.npy'}", *common],
         "bad_int_flag": [f"--matrix={folder / 'confusion.npy'}", "--kind=confusion",
                          "--num_groups=four", f"--output={folder / 'x.txt'}"],
+        "authors_split": [f"--matrix={folder / 'tied.npy'}", "--kind=confusion",
+                          "--criterion=split_similar", "--num_groups=5", "--seed=5",
+                          "--tie_break=authors", f"--output={folder / 'authors_split.txt'}"],
+        "authors_join": [f"--matrix={folder / 'raw_matters.npy'}", *common, "--seed=1",
+                         "--tie_break=authors", f"--output={folder / 'authors_join.txt'}"],
+        "bad_tie_break": [f"--matrix={folder / 'confusion.npy'}", *common, "--tie_break=author",
+                          f"--output={folder / 'x.txt'}"],
     }
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     procs = {
@@ -464,11 +789,11 @@ def cli(tmp_path_factory):
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         results[name] = (proc.returncode, out, err)
-    return folder, confusion, distance, results
+    return folder, confusion, distance, results, tied
 
 
 def test_cli_npy_confusion(cli):
-    folder, confusion, _, results = cli
+    folder, confusion, _, results, _ = cli
     code, out, err = results["npy"]
     assert code == 0, err
     expected = g.balanced_grouping(g.confusion_distance(confusion, "join_similar"), 4)
@@ -479,7 +804,7 @@ def test_cli_npy_confusion(cli):
 
 
 def test_cli_csv_distance(cli):
-    folder, _, distance, results = cli
+    folder, _, distance, results, _ = cli
     code, out, err = results["csv"]
     assert code == 0, err
     expected = g.balanced_grouping(distance, 5, seed=3, size_margin=1.0)
@@ -488,9 +813,28 @@ def test_cli_csv_distance(cli):
                         _own_lines(out)[0])
 
 
+def test_cli_authors_tie_break(cli):
+    folder, _, _, results, tied = cli
+    code, out, err = results["authors_split"]
+    assert code == 0, err
+    expected = _authors_transcription(tied, 5, "split_similar", seed=5)
+    np.testing.assert_array_equal(g.load_grouping(folder / "authors_split.txt"), expected)
+    sizes = " ".join(str(n) for n in np.bincount(expected))
+    assert _own_lines(out) == [
+        f"wrote 20 labels in 5 groups to {folder / 'authors_split.txt'}; sizes: {sizes}"
+    ]
+    # Join similar: the CLI uses the authors' preparation (raw maximum), which matters here.
+    code, out, err = results["authors_join"]
+    assert code == 0, err
+    expected = _authors_transcription(_join_raw_matters_confusion(), 4, "join_similar", seed=1)
+    np.testing.assert_array_equal(g.load_grouping(folder / "authors_join.txt"), expected)
+
+
 @pytest.mark.parametrize(
     "case,message",
     [
+        ("bad_tie_break",
+         r"--tie_break must be one of random, authors; received --tie_break=author\.$"),
         ("missing_file", r"--matrix=.*nope\.npy does not exist"),
         ("too_many_groups", r"num_groups must be an int between 1 and 12 .*received num_groups=13"),
         ("bad_criterion",
@@ -500,7 +844,7 @@ def test_cli_csv_distance(cli):
     ],
 )
 def test_cli_errors(cli, case, message):
-    folder, _, _, results = cli
+    folder, _, _, results, _ = cli
     code, out, err = results[case]
     assert code != 0
     assert "Traceback" not in err

@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 
 import ssal_keras
-from ssal_keras import backbones, data, train  # noqa: F401  (train defines the flags)
+from ssal_keras import backbones, data, heads, train  # noqa: F401  (train defines flags)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "models", "*.flags")))
@@ -76,3 +77,232 @@ def test_nested_recipes_override_what_they_say(monkeypatch):
         assert flags.FLAGS.groupings == ["models/groupings/fashion_mnist_split_3.txt",
                                          "models/groupings/fashion_mnist_split_5.txt"]
         assert len(flags.FLAGS.head) == 2
+
+
+# --- Every paper recipe resolves to the authors' settings (AUTHORS.md; BUILD_NOTES table) ---
+def _decay(rate, classes, aux_rate, aux_classes):
+    rates = {c: 0.0 for c in ssal_keras.weight_decay.PARAMETER_CLASSES}
+    rates.update({c: rate for c in classes})
+    rates.update({c: aux_rate for c in aux_classes})
+    return rates
+
+
+_KERAS_HEADS = dict(conv_bias=True, conv_initializer="he_normal",
+                    dense_initializer="glorot_uniform", bn_momentum=0.99, bn_epsilon=1e-3)
+_TORCH_MOMENTUM = 0.9 ** (100 / 32)  # PyTorch momentum 1 - 0.9^(100/32), train.py:57-61
+_CIFAR = dict(dataset="tfds:cifar100", augment="shift_flip", schedule="epoch_triangular",
+              warmup_epochs=10.0, crop_area=[], color_jitter=0.0, image_size=None)
+_RESNET50_CIFAR = dict(
+    _CIFAR, backbone="resnet50_cifar", normalization="scale", epochs=80, batch_size=64,
+    momentum=0.93, nesterov=False, label_smoothing=0.0)           # run_experiments.py:33-58
+_WRN = dict(
+    _CIFAR, backbone="wrn_28_10", normalization="mean_std", epochs=80, batch_size=64,
+    momentum=0.9, nesterov=True, label_smoothing=0.0)             # run_experiments.py:65-93
+_DENSENET = dict(
+    _CIFAR, backbone="densenet_bc_190_40", normalization="mean_std", epochs=100,
+    batch_size=32, learning_rate=0.08, momentum=0.9, nesterov=True, label_smoothing=0.1,
+    label_smoothing_mode="others")                                # run_experiments.py:100-130
+_IMAGENET = dict(
+    dataset="tfds:imagenet2012:train:validation", image_size=224, backbone="resnet50_imagenet",
+    normalization="imagenet", augment="shift_flip", crop_area=["0.3", "1.3333333333333333"],
+    color_jitter=0.4, epochs=90, batch_size=100, learning_rate=0.0390625, momentum=0.9,
+    nesterov=False, schedule="piecewise_linear", warmup_epochs=5.0, label_smoothing=0.0)
+
+_RESNET50_CIFAR_STYLE = dict(conv_bias=True, conv_initializer="he_normal",
+                             dense_initializer="he_normal", bn_momentum=0.65, bn_epsilon=1e-3)
+_WRN_STYLE = dict(conv_bias=True, conv_initializer="glorot_uniform",
+                  dense_initializer="glorot_uniform", bn_momentum=0.99, bn_epsilon=1e-3)
+_ALL = ssal_keras.weight_decay.BACKBONE_CLASSES
+_ALL_AUX = ssal_keras.weight_decay.HEAD_CLASSES
+
+# recipe -> (flags, backbone options, weight decay per parameter class, branches or None).
+AUTHORS_SETTINGS = {
+    "resnet50_cifar100_baseline": (
+        dict(_RESNET50_CIFAR, learning_rate=0.088),
+        dict(style=_RESNET50_CIFAR_STYLE),
+        _decay(2e-4, ["conv_kernel"], 2e-4, ["aux_conv_kernel"]),  # l2(1e-4): 3.1
+        None),
+    "resnet50_cifar100_ssal": (
+        dict(_RESNET50_CIFAR, learning_rate=0.092),
+        dict(style=_RESNET50_CIFAR_STYLE),
+        _decay(2e-4, ["conv_kernel"], 2e-4, ["aux_conv_kernel"]),
+        dict(taps=["stage1", "stage2", "stage3"], loss_weights=[0.42, 0.59, 0.76], alpha=0.3,
+             head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+    "wrn_28_10_cifar100_baseline": (
+        dict(_WRN, learning_rate=0.016),
+        dict(style=_WRN_STYLE, downsample="max_pool", se_reduction=None),
+        _decay(1.4e-3, ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias",
+                        "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),  # 3.2
+        None),
+    "wrn_28_10_cifar100_ssal": (
+        dict(_WRN, learning_rate=0.021),
+        dict(style=_WRN_STYLE, downsample="max_pool", se_reduction=None),
+        _decay(1.4e-3, ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias",
+                        "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),
+        dict(taps=["stage1_block2", "stage2_block2", "stage2"], loss_weights=[0.8, 0.9, 1.0],
+             alpha=0.4, head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+    # No authors' run (AUTHORS.md 9.3): their WRN builder with SE, their WRN 28-10 training.
+    "se_wrn_16_8_cifar100_baseline": (
+        dict(_WRN, backbone="se_wrn_16_8", learning_rate=0.016),
+        dict(style=_WRN_STYLE, downsample="max_pool", se_reduction=16),
+        _decay(1.4e-3, ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias",
+                        "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),
+        None),
+    "se_wrn_16_8_cifar100_ssal": (
+        dict(_WRN, backbone="se_wrn_16_8", learning_rate=0.021),
+        dict(style=_WRN_STYLE, downsample="max_pool", se_reduction=16),
+        _decay(1.4e-3, ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias",
+                        "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),
+        dict(taps=["stage1", "stage2", "stage3_block1"], loss_weights=[0.8, 0.9, 1.0],
+             alpha=0.4, head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+    "densenet_bc_190_40_cifar100_baseline": (
+        _DENSENET,
+        dict(dropout_rate=0.2, style=dict(conv_bias=False, conv_initializer="orthogonal",
+                                          dense_initializer="glorot_uniform", bn_momentum=0.99,
+                                          bn_epsilon=1.1e-5)),
+        _decay(6e-4, ["conv_kernel", "dense_kernel"], 6e-4, ["aux_conv_kernel"]),  # 3.3
+        None),
+    "densenet_bc_190_40_cifar100_ssal": (
+        _DENSENET,
+        dict(dropout_rate=0.2),
+        _decay(6e-4, ["conv_kernel", "dense_kernel"], 6e-4, ["aux_conv_kernel"]),
+        dict(taps=["stage1", "transition1", "transition2"], loss_weights=[0.8, 0.9, 1.0],
+             alpha=0.5, head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+    "resnet50_imagenet_baseline": (
+        _IMAGENET,
+        dict(zero_init_residual=False, style=dict(
+            conv_bias=False, conv_initializer="kaiming_normal_fan_out",
+            dense_initializer="torch_default", bn_momentum=_TORCH_MOMENTUM, bn_epsilon=1e-5)),
+        _decay(1e-4, _ALL, 1e-4, _ALL_AUX),  # every parameter: 3.4
+        None),
+    "resnet50_imagenet_ssal": (
+        _IMAGENET,
+        dict(zero_init_residual=True),
+        _decay(1e-4, _ALL, 1e-4, _ALL_AUX),
+        dict(taps=["stage1", "stage2", "stage3"], loss_weights=[1.0, 1.0, 1.0], alpha=0.3,
+             head_style=dict(conv_bias=False, conv_initializer="torch_default",
+                             dense_initializer="torch_default", bn_momentum=_TORCH_MOMENTUM,
+                             bn_epsilon=1e-3),
+             num_groups=["200", "334", "500"])),
+}
+
+
+def _resolve(recipe, *extra):
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", f"--flagfile=models/{recipe}.flags", "--model_dir=/tmp/unused",
+                     *extra])
+        return train.resolve_settings()
+
+
+def _check(where, actual, expected):
+    for key, value in expected.items():
+        got = actual[key]
+        if isinstance(value, dict):
+            _check(f"{where}.{key}", got, value)
+        elif isinstance(value, float):
+            assert got == pytest.approx(value, rel=1e-9), f"{where}.{key}: {got} != {value}"
+        else:
+            assert got == value, f"{where}.{key}: {got!r} != {value!r}"
+
+
+@pytest.mark.parametrize("recipe", sorted(AUTHORS_SETTINGS))
+def test_paper_recipe_resolves_to_the_authors_settings(recipe, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    flag_values, backbone_options, decay, branches = AUTHORS_SETTINGS[recipe]
+    settings = _resolve(recipe)
+    _check(recipe, settings["flags"], flag_values)
+    _check(recipe, settings["backbone_options"], backbone_options)
+    _check(recipe, settings["weight_decay"], decay)
+    if branches is None:
+        assert settings["branches"] is None and not settings["flags"]["groupings"]
+        return
+    paper = ssal_keras.PAPER_MODELS[settings["flags"]["paper_model"]]
+    assert settings["branches"]["heads"] == [list(heads.HEAD_PRESETS[h]) for h in paper.heads]
+    _check(recipe, settings["branches"],
+           {k: v for k, v in branches.items() if k != "num_groups"})
+    assert settings["flags"]["num_groups"] == branches["num_groups"]
+    assert settings["flags"]["grouping_tie_break"] == "authors"
+
+
+def test_every_paper_recipe_is_pinned():
+    paper_recipes = {os.path.basename(p)[: -len(".flags")] for p in RECIPES
+                     if not os.path.basename(p).startswith(("fashion_mnist", "resnet18_tiny"))}
+    assert paper_recipes == set(AUTHORS_SETTINGS)
+
+
+def test_a_drifted_setting_is_named(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    flag_values, *_ = AUTHORS_SETTINGS["wrn_28_10_cifar100_ssal"]
+    settings = _resolve("wrn_28_10_cifar100_ssal", "--momentum=0.93")
+    with pytest.raises(AssertionError, match="wrn_28_10_cifar100_ssal.momentum"):
+        _check("wrn_28_10_cifar100_ssal", settings["flags"], flag_values)
+
+
+def _train(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "ssal_keras.train", *args], cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
+        timeout=300)
+
+
+def test_dry_run_writes_and_prints_the_settings_and_reads_no_data(tmp_path):
+    model_dir = tmp_path / "dry"
+    result = _train("--flagfile=models/resnet50_imagenet_ssal.flags", f"--model_dir={model_dir}",
+                    "--epochs=6", "--dry_run", "--data_dir=/nonexistent")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert printed["flags"]["epochs"] == 6 and printed["flags"]["batch_size"] == 100
+    assert printed["backbone_options"]["zero_init_residual"] is True
+    assert "nothing trained" in result.stdout
+    record = (model_dir / "flags.txt").read_text()
+    assert "--epochs=6" in record and "--zero_init_residual" in record
+    assert "--dry_run" not in record and "--nodry_run" not in record
+    assert sorted(os.listdir(model_dir)) == ["flags.txt"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--weight_decay_params=conv_kernel,kernels"],
+         "weight_decay_params names 'kernels', which is not a parameter class; valid: "
+         "conv_kernel"),
+        (["--aux_weight_decay_params=conv_kernel"],
+         "parameter class 'conv_kernel' is in both"),
+        (["--backbone=wrn_28_10"], "--backbone=wrn_28_10 contradicts --paper_model"),
+        (["--zero_init_residual"], "resnet50_cifar takes no option 'zero_init_residual'"),
+        (["--head_style=pytorch"], "not a head style"),
+        (["--warmup_epochs=90"], "warmup_epochs"),
+        (["--color_jitter=0.4"], "need --image_size"),
+        (["--head=cbr(8)"], "--head has 1 entries but there are 3 groupings"),
+    ],
+)
+def test_dry_run_refuses_bad_settings_in_one_line(extra, message, tmp_path):
+    result = _train("--flagfile=models/resnet50_cifar100_ssal.flags",
+                    f"--model_dir={tmp_path / 'bad'}", "--dry_run", *extra)
+    assert result.returncode == 2, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("train: error: ") and message in lines[-1], lines[-1]
+    assert not os.path.exists(tmp_path / "bad" / "flags.txt")
+
+
+@pytest.mark.parametrize(
+    "recipe, steps, expected",
+    [
+        # Per epoch (keras/helper.py:356-369): 0.1 x peak first, the peak in epoch 10, peak/71 last.
+        ("resnet50_cifar100_ssal", [0, 780, 9 * 781, 79 * 781 + 780],
+         [0.0092, 0.0092, 0.092, 0.092 / 71]),
+        ("densenet_bc_190_40_cifar100_baseline", [0, 99 * 1562], [0.008, 0.08 / 91]),
+        # Per step (pytorch/train.py:88): 0.4 x peak first, the peak at epoch 4, epoch 90 at 0.
+        ("resnet50_imagenet_ssal", [0, 3 * 12812, 89 * 12812, 90 * 12812 - 1],
+         [0.4 * 0.0390625, 0.0390625, 0.0, 0.0]),
+    ],
+)
+def test_recipe_schedules_have_the_authors_shape(recipe, steps, expected, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    steps_per_epoch = {"resnet50_cifar100_ssal": 781, "densenet_bc_190_40_cifar100_baseline":
+                       1562, "resnet50_imagenet_ssal": 12812}[recipe]
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train", f"--flagfile=models/{recipe}.flags", "--model_dir=/tmp/unused"])
+        schedule = train.build_schedule(steps_per_epoch)
+    rates = [float(schedule(step)) for step in steps]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-12)

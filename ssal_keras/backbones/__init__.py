@@ -1,23 +1,39 @@
 """Backbones of the SSAL paper as plain functional Keras models, and their feature taps.
 
 ``build(name, num_classes=...)`` gives one of the seven backbones of SPEC section 3
-(``BACKBONE_NAMES``); the family builders (``preact_resnet``, ``wide_resnet``,
-``densenet_bc``, ``resnet50_imagenet``) take keyword-only arguments and build any variant,
-including tiny ones for tests. ``taps(model)`` lists a model's named feature maps with their
+(``BACKBONE_NAMES``) as the authors' code builds it (AUTHORS.md section 9); the family
+builders (``preact_resnet``, ``wide_resnet``, ``densenet_bc``, ``torchvision_resnet``) take
+keyword-only arguments and build any variant, including tiny ones for tests;
+``resnet50_keras_applications`` is Keras's own ResNet50. ``taps(model)`` lists a model's named feature maps with their
 channels and stride; ``resolve_tap(model, tap)`` finds one by tap or layer name.
 """
 
-from ssal_keras.backbones.densenet import DENSENET_BC_SPECS, densenet_bc
+from ssal_keras.backbones.densenet import (
+    AUTHORS_DENSENET_STYLE,
+    DENSENET_BC_SPECS,
+    densenet_bc,
+)
 from ssal_keras.backbones.registry import (
     BACKBONE_NAMES,
     DEFAULT_INPUT_SHAPES,
     build,
 )
-from ssal_keras.backbones.resnet import PREACT_RESNET_SPECS, preact_resnet, resnet50_imagenet
+from ssal_keras.backbones.resnet import (
+    AUTHORS_RESNET_STYLE,
+    PREACT_RESNET_SPECS,
+    TORCHVISION_RESNET_STYLE,
+    preact_resnet,
+    resnet50_keras_applications,
+    torchvision_resnet,
+)
 from ssal_keras.backbones.taps import Tap, resolve_tap, taps
-from ssal_keras.backbones.wrn import WIDE_RESNET_SPECS, wide_resnet
+from ssal_keras.backbones.wrn import AUTHORS_WRN_STYLE, WIDE_RESNET_SPECS, wide_resnet
 
 __all__ = [
+    "AUTHORS_DENSENET_STYLE",
+    "AUTHORS_RESNET_STYLE",
+    "AUTHORS_WRN_STYLE",
+    "TORCHVISION_RESNET_STYLE",
     "BACKBONE_NAMES",
     "DEFAULT_INPUT_SHAPES",
     "DENSENET_BC_SPECS",
@@ -27,8 +43,9 @@ __all__ = [
     "build",
     "densenet_bc",
     "preact_resnet",
-    "resnet50_imagenet",
+    "resnet50_keras_applications",
     "resolve_tap",
     "taps",
+    "torchvision_resnet",
     "wide_resnet",
 ]

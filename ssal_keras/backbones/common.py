@@ -8,6 +8,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from ssal_keras import blocks
+
 
 def check_num_classes(num_classes):
     """Returns ``num_classes`` if it is an int >= 2, else raises ``ValueError``."""
@@ -89,14 +91,16 @@ def check_positive_ints(value, *, arg, length=None):
     return tuple(value)
 
 
-def classifier(x, *, num_classes):
+def classifier(x, *, num_classes, style):
     """The base classifier: global average pooling then a softmax dense layer.
 
-    Layer names follow ``keras.applications``: ``avg_pool`` and ``predictions``.
+    Layer names follow ``keras.applications``: ``avg_pool`` and ``predictions``; the dense
+    layer takes the style's initialiser.
     """
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     # float32 under a mixed-precision policy: softmax and log-probabilities need the range.
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return blocks.dense(x, num_classes, style=style, activation="softmax", dtype="float32",
+                        name="predictions")
 
 
 def model_input(input_shape, normalization=None):

@@ -2,9 +2,10 @@
 
 - ``sources``: ``load(spec)`` reads Fashion-MNIST, TFDS, image folders or npz files as
   unbatched splits of raw pixels (``Dataset``), with caps and a held-out part.
-- ``pipelines``: shuffling, the authors' augmentation (SPEC section 5), batching, per-replica
-  sharding under a ``tf.distribute`` strategy, per-channel statistics; for images of varying
-  size (``load(..., image_size=N)``), ImageNet's random-resized crops and centre crops.
+- ``pipelines``: shuffling, the authors' augmentation (AUTHORS.md section 7; SPEC section 5),
+  batching, per-replica sharding under a ``tf.distribute`` strategy, per-channel statistics;
+  for images of varying size (``load(..., image_size=N)``), ImageNet's random-resized crops
+  (TensorFlow's, or torchvision's with ``crop_area``), colour jitter and centre crops.
 - ``fashion_mnist``: the NumPy reader of Debian's Fashion-MNIST IDX files.
 
 Example::
@@ -14,7 +15,8 @@ Example::
 
     imagenet, _ = data.load("tfds:imagenet2012", data_dir="/data/tfds", image_size=224)
     batches = data.train_pipeline(imagenet.train, batch_size=256, augment="shift_flip",
-                                  seed=0, image_size=imagenet.image_size)
+                                  seed=0, image_size=imagenet.image_size,
+                                  crop_area=(0.3, 4 / 3), color_jitter=0.4)  # the authors'
 """
 
 from ssal_keras.data.fashion_mnist import (
@@ -28,10 +30,13 @@ from ssal_keras.data.pipelines import (
     MAX_SHIFT,
     augment_batch,
     channel_statistics,
+    color_jitter_parameters,
+    crop_window,
     default_augmentation,
     distributed_eval_dataset,
     distributed_train_dataset,
     eval_pipeline,
+    random_color_jitter,
     random_resized_crop,
     resize_and_center_crop,
     train_pipeline,
@@ -48,12 +53,15 @@ __all__ = [
     "SPEC_FORMS",
     "augment_batch",
     "channel_statistics",
+    "color_jitter_parameters",
+    "crop_window",
     "default_augmentation",
     "distributed_eval_dataset",
     "distributed_train_dataset",
     "eval_pipeline",
     "load",
     "load_fashion_mnist",
+    "random_color_jitter",
     "random_resized_crop",
     "resize_and_center_crop",
     "train_pipeline",

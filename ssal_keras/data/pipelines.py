@@ -6,11 +6,18 @@ normalisation is the model's first layer (``backbones.build(..., normalization=.
 
 Augmentations (``augment``):
 
-- ``"shift_flip"``: the authors' CIFAR augmentation (SPEC section 5): a random translation of
-  up to ``MAX_SHIFT`` = 5 pixels in x and y (integer, uniform in -5..5) with reflect fill, and a
-  random horizontal flip. The translation is a reflect-pad by 5 then a random crop back to
-  H x W. "Reflect" is meant as Keras's fill mode of that name (``d c b a | a b c d``, the
-  edge pixel repeated), which is ``tf.pad``'s ``SYMMETRIC`` mode.
+- ``"shift_flip"``: the authors' CIFAR augmentation (AUTHORS.md section 7.1; SPEC section 5):
+  Keras's ``ImageDataGenerator(width_shift_range=5, height_shift_range=5,
+  horizontal_flip=True, fill_mode='reflect')``. With an *integer* range, keras_preprocessing
+  draws each shift as ``choice(range(5)) * choice([-1, +1])``: the row and the column shift
+  are integers in -4..+4, drawn independently, with P(0) = 0.2 and P(+-k) = 0.1 for
+  k = 1..4 (a shift of 5 never occurs; ``MAX_SHIFT`` = 4). Here each shift is
+  ``magnitude * sign``, the magnitude uniform in 0..4 and the sign +-1 with probability 1/2:
+  that distribution exactly. It is symmetric, so which way a positive shift moves the content
+  (Keras's convention or its mirror) does not matter. The translation is a pad by 4 then a
+  crop back to H x W at the drawn offset. The fill is Keras's (scipy's) ``reflect`` mode,
+  half-sample symmetric (``... b a | a b ...``, the edge pixel repeated), which is ``tf.pad``'s
+  ``SYMMETRIC`` mode (not numpy's or PyTorch's "reflect"). Then a horizontal flip, p = 0.5.
 - ``"shift"``: the translation only. Use it for Fashion-MNIST (and digits). Flipping never
   changes a Fashion-MNIST label, but the images are centred and canonically oriented: in the
   test split, 99.8% of sneakers, 100% of ankle boots and 93% of sandals match their class's
@@ -35,14 +42,31 @@ TensorFlow and PyTorch ResNet50 recipes), bilinear resizing, pixels kept in 0..2
 - evaluation (``resize_and_center_crop``): the shorter side resized to
   ``round(N / EVAL_CROP_FRACTION)`` (0.875: 256 for N = 224), aspect ratio kept, then the
   central ``N x N`` crop.
-- training, ``"shift_flip"``: a random-resized crop (``random_resized_crop``: a window of
-  8% to 100% of the image's area and aspect ratio 3/4 to 4/3, drawn by
-  ``tf.image.stateless_sample_distorted_bounding_box``, the whole image after 100 failed
-  attempts) resized to ``N x N``, then a random horizontal flip. ``"shift"``: the crop only,
-  no flip. ``"none"``: the evaluation transform. The 5-pixel shift is not applied: the crop
+- training, ``"shift_flip"``: a random-resized crop (``random_resized_crop``) resized to
+  ``N x N``, then, with ``color_jitter > 0``, a colour jitter (``random_color_jitter``), then
+  a random horizontal flip (p = 0.5). ``"shift"``: the same without the flip. ``"none"``: the
+  evaluation transform (no crop, jitter or flip). The 4-pixel shift is not applied: the crop
   moves and scales the content already.
-  Each example's crop and flip are seeded by the same kind of seeded random stream (one seed
-  per example instead of one per batch): the same ``seed`` gives the same batches.
+
+  - ``crop_area=None`` (default): the TensorFlow (Inception) crop,
+    ``tf.image.stateless_sample_distorted_bounding_box``: 8% to 100% of the image's area,
+    aspect ratio 3/4 to 4/3, the whole image after 100 failed attempts.
+  - ``crop_area=(min, max)``: torchvision's ``RandomResizedCrop(N, scale=(min, max))``
+    (``get_params``): up to 10 tries of an area uniform in ``min..max`` of the image's and an
+    aspect ratio (width / height) log-uniform in 3/4..4/3, ``w = round(sqrt(area * ratio))``,
+    ``h = round(sqrt(area / ratio))``; the first that fits (``0 < w <= W``, ``0 < h <= H``) is
+    placed uniformly; if none fits, the largest centred crop with the aspect ratio clamped to
+    3/4..4/3 (the whole image when its own ratio is in range). ``max`` may exceed 1: such
+    areas never fit and are redrawn. The authors' ImageNet loader (AUTHORS.md section 7.2)
+    uses ``(0.3, 4/3)``; torchvision's default is ``(0.08, 1)``.
+  - ``color_jitter=s`` (> 0): torchvision's ``ColorJitter(brightness=s, contrast=s,
+    saturation=s, hue=0)`` (the authors': 0.4): three factors, each uniform in
+    ``1 - s .. 1 + s``, applied in a random order per image: brightness (blend with black),
+    contrast (blend with the mean of the grayscale image), saturation (blend with the
+    grayscale image), each clamped to 0..255.
+
+  Each example's crop, jitter and flip are seeded by the same kind of seeded random stream
+  (one seed per example instead of one per batch): the same ``seed`` gives the same batches.
 """
 
 import numpy as np
@@ -51,11 +75,14 @@ import tensorflow as tf
 from ssal_keras.data.sources import Dataset
 
 AUGMENTATIONS = ("none", "shift", "shift_flip")
-MAX_SHIFT = 5
+MAX_SHIFT = 4  # Keras's integer shift range 5 draws choice(range(5)) * +-1: at most 4
 EVAL_CROP_FRACTION = 0.875  # evaluation: central N x N of the shorter side resized to N / 0.875
 CROP_AREA_RANGE = (0.08, 1.0)  # random-resized crop: fraction of the image's area
 CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)  # random-resized crop: width / height
 CROP_MAX_ATTEMPTS = 100  # then the whole image
+TORCHVISION_CROP_ATTEMPTS = 10  # crop_area=(min, max): then the centre crop
+GRAYSCALE_WEIGHTS = (0.299, 0.587, 0.114)  # PIL's convert("L") (ITU-R 601-2 luma)
+PIXEL_RANGE = (0.0, 255.0)  # raw pixels: the colour jitter clamps to this
 RESIZE_METHOD = "bilinear"
 _NO_FLIP_DATASETS = ("fashion_mnist", "mnist", "emnist", "kmnist", "svhn_cropped")
 _PIPELINE_SEED_STRIDE = 1_000_003
@@ -78,8 +105,14 @@ def default_augmentation(spec):
 def augment_batch(images, seed, *, augment):
     """Augments a batch of images, each with its own random shift and flip (module docstring).
 
+    Each image's row and column shifts are drawn independently as ``magnitude * sign``, the
+    magnitude uniform in ``0..MAX_SHIFT`` (4) and the sign +-1 with probability 1/2: Keras's
+    integer ``width_shift_range=5`` / ``height_shift_range=5`` exactly (P(0) = 0.2,
+    P(+-k) = 0.1). The distribution is symmetric, so the direction convention does not
+    matter. The fill is half-sample symmetric (``tf.pad`` ``SYMMETRIC``, Keras's "reflect").
+
     Args:
-        images: tensor ``(B, H, W, C)``, any dtype; H and W larger than ``MAX_SHIFT``.
+        images: tensor ``(B, H, W, C)``, any dtype; H and W at least ``MAX_SHIFT``.
         seed: int tensor of shape ``(2,)``. Seed of the stateless random ops.
         augment: str. One of ``AUGMENTATIONS``.
 
@@ -94,7 +127,11 @@ def augment_batch(images, seed, *, augment):
     count = tf.shape(images)[:1]
     padded = tf.pad(images, [[0, 0], [m, m], [m, m], [0, 0]], mode="SYMMETRIC")
     for axis, shift_seed in ((1, shift_y), (2, shift_x)):  # crop back at a random offset
-        offset = tf.random.stateless_uniform(count, shift_seed, 0, 2 * m + 1, dtype=tf.int32)
+        magnitude_seed, sign_seed = tf.unstack(
+            tf.random.experimental.stateless_split(shift_seed, 2))
+        magnitude = tf.random.stateless_uniform(count, magnitude_seed, 0, m + 1, dtype=tf.int32)
+        sign = 2 * tf.random.stateless_uniform(count, sign_seed, 0, 2, dtype=tf.int32) - 1
+        offset = m + magnitude * sign  # 0..2m; the content moves by -(offset - m)
         window = offset[:, tf.newaxis] + tf.range(tf.shape(images)[axis])[tf.newaxis]
         padded = tf.gather(padded, window, axis=axis, batch_dims=1)
     if augment == "shift_flip":
@@ -104,25 +141,158 @@ def augment_batch(images, seed, *, augment):
     return tf.ensure_shape(padded, images.shape)
 
 
-def random_resized_crop(image, seed, *, image_size):
+def random_resized_crop(image, seed, *, image_size, crop_area=None):
     """A random window of ``image`` resized to ``image_size x image_size`` (module docstring).
 
     Args:
         image: tensor ``(H, W, C)``, any size and dtype.
         seed: int tensor of shape ``(2,)``. Seed of the stateless window choice.
         image_size: int. Side of the result.
+        crop_area: None or ``(min, max)``. None: TensorFlow's Inception crop (8% to 100% of
+            the area, ``tf.image.stateless_sample_distorted_bounding_box``). ``(min, max)``,
+            ``0 < min <= max``: torchvision's ``RandomResizedCrop(scale=(min, max))``
+            (``crop_window``); the authors' ImageNet crop is ``(0.3, 4/3)``.
 
     Returns:
         float32 ``(image_size, image_size, C)``, in the input's value range.
     """
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-        min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
-        area_range=CROP_AREA_RANGE, max_attempts=CROP_MAX_ATTEMPTS,
-        use_image_if_no_bounding_boxes=True,
-    )
-    crop = _resize(tf.slice(image, begin, size), image_size, image_size)
+    crop_area = _check_crop_area(crop_area)
+    if crop_area is None:
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+            min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT_RATIO_RANGE,
+            area_range=CROP_AREA_RANGE, max_attempts=CROP_MAX_ATTEMPTS,
+            use_image_if_no_bounding_boxes=True,
+        )
+        window = tf.slice(image, begin, size)
+    else:
+        top, left, height, width = crop_window(tf.shape(image), seed, crop_area=crop_area)
+        window = image[top:top + height, left:left + width]
+    crop = _resize(window, image_size, image_size)
     return tf.ensure_shape(crop, (image_size, image_size, image.shape[-1]))
+
+
+def crop_window(shape, seed, *, crop_area):
+    """torchvision's ``RandomResizedCrop.get_params``, stateless: the window of a crop.
+
+    Up to ``TORCHVISION_CROP_ATTEMPTS`` (10) tries, all drawn at once: an area uniform in
+    ``crop_area`` times the image's, an aspect ratio (width / height) log-uniform in
+    ``CROP_ASPECT_RATIO_RANGE``, ``w = round(sqrt(area * ratio))``,
+    ``h = round(sqrt(area / ratio))`` (half to even, as Python's ``round``). The first try
+    with ``0 < w <= W`` and ``0 < h <= H`` is placed with its top-left corner uniform over the
+    positions that fit. If none fits: the image's aspect ratio clamped to the range, the
+    largest such window (``round``ed), centred (offsets rounded down); the whole image when
+    its ratio is in range.
+
+    Args:
+        shape: int tensor ``(H, W, C)`` (or ``(H, W)``), the image's shape.
+        seed: int tensor of shape ``(2,)``. Seed of the stateless draws.
+        crop_area: ``(min, max)``, ``0 < min <= max``. Fraction of the image's area.
+
+    Returns:
+        ``(top, left, height, width)``: four int32 scalars.
+    """
+    low, high = _check_crop_area(crop_area)
+    ratio_low, ratio_high = CROP_ASPECT_RATIO_RANGE
+    height, width = tf.cast(shape[0], tf.int32), tf.cast(shape[1], tf.int32)
+    height_f, width_f = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    area_seed, ratio_seed, top_seed, left_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4))
+    tries = [TORCHVISION_CROP_ATTEMPTS]
+    area = height_f * width_f * tf.random.stateless_uniform(
+        tries, area_seed, low, high, dtype=tf.float64)
+    ratio = tf.exp(tf.random.stateless_uniform(
+        tries, ratio_seed, np.log(ratio_low), np.log(ratio_high), dtype=tf.float64))
+    widths = tf.cast(tf.round(tf.sqrt(area * ratio)), tf.int32)
+    heights = tf.cast(tf.round(tf.sqrt(area / ratio)), tf.int32)
+    fits = (widths > 0) & (widths <= width) & (heights > 0) & (heights <= height)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+
+    def drawn():
+        h, w = heights[first], widths[first]
+        top = tf.random.stateless_uniform([], top_seed, 0, height - h + 1, dtype=tf.int32)
+        left = tf.random.stateless_uniform([], left_seed, 0, width - w + 1, dtype=tf.int32)
+        return top, left, h, w
+
+    def centre():
+        in_ratio = width_f / height_f
+        h = tf.where(in_ratio < ratio_low,
+                     tf.cast(tf.round(width_f / ratio_low), tf.int32), height)
+        w = tf.where(in_ratio > ratio_high,
+                     tf.cast(tf.round(height_f * ratio_high), tf.int32), width)
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    return tf.cond(tf.reduce_any(fits), drawn, centre)
+
+
+def random_color_jitter(image, seed, *, strength):
+    """torchvision's ``ColorJitter(brightness=s, contrast=s, saturation=s, hue=0)``, stateless.
+
+    Three factors, each uniform in ``1 - s .. 1 + s``, and a random order of the three
+    operations (``color_jitter_parameters``); each operation blends the image with a
+    reference and clamps to ``PIXEL_RANGE`` (0..255): brightness with black, contrast with the
+    mean of the grayscale image, saturation with the grayscale image (PIL's weights
+    ``GRAYSCALE_WEIGHTS``; a 1-channel image is its own grayscale). Pixels stay float (PIL
+    would round each step to uint8).
+
+    Args:
+        image: float tensor ``(H, W, C)``, C = 1 or 3, raw pixels in 0..255.
+        seed: int tensor of shape ``(2,)``. Seed of the stateless draws.
+        strength: float in ``[0, 1)``. ``s``; 0 returns ``image`` unchanged.
+
+    Returns:
+        float32 ``(H, W, C)`` in 0..255.
+    """
+    strength = _check_color_jitter(strength)
+    image = tf.cast(image, tf.float32)
+    if not strength:
+        return image
+    factors, order = color_jitter_parameters(seed, strength=strength)
+    for step in range(3):
+        image = tf.switch_case(order[step], [
+            lambda x=image, f=factors[i], i=i: _COLOR_OPS[i](x, f) for i in range(3)])
+    return image
+
+
+def color_jitter_parameters(seed, *, strength):
+    """The draws of ``random_color_jitter``: ``(factors, order)``.
+
+    Args:
+        seed: int tensor of shape ``(2,)``.
+        strength: float in ``[0, 1)``.
+
+    Returns:
+        ``factors``: float32 ``(3,)``, the brightness, contrast and saturation factors, each
+        uniform in ``max(0, 1 - strength) .. 1 + strength``. ``order``: int32 ``(3,)``, a
+        uniformly random permutation of ``0, 1, 2`` (brightness, contrast, saturation): the
+        order in which they are applied.
+    """
+    strength = _check_color_jitter(strength)
+    factor_seed, order_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    factors = tf.random.stateless_uniform([3], factor_seed, max(0.0, 1.0 - strength),
+                                          1.0 + strength)
+    order = tf.argsort(tf.random.stateless_uniform([3], order_seed))  # int32
+    return factors, order
+
+
+def _grayscale(image):
+    if image.shape[-1] == 1:
+        return image
+    if image.shape[-1] != 3:
+        raise ValueError(f"The colour jitter needs images of 1 or 3 channels. Received: "
+                         f"shape={image.shape}")
+    return tf.tensordot(image, tf.constant(GRAYSCALE_WEIGHTS, image.dtype), 1)[..., tf.newaxis]
+
+
+def _blend(image, reference, factor):
+    return tf.clip_by_value(factor * image + (1.0 - factor) * reference, *PIXEL_RANGE)
+
+
+_COLOR_OPS = (  # brightness, contrast, saturation (torchvision's adjust_*)
+    lambda image, factor: _blend(image, 0.0, factor),
+    lambda image, factor: _blend(image, tf.reduce_mean(_grayscale(image)), factor),
+    lambda image, factor: _blend(image, _grayscale(image), factor),
+)
 
 
 def resize_and_center_crop(image, *, image_size):
@@ -155,19 +325,23 @@ def _resize(image, height, width):
     return tf.cast(resized, tf.float32)
 
 
-def _train_transform(image, seed, *, image_size, augment):
+def _train_transform(image, seed, *, image_size, augment, crop_area, color_jitter):
     """One example's training transform for ``image_size`` (module docstring)."""
     if augment == "none":
         return resize_and_center_crop(image, image_size=image_size)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = random_resized_crop(image, crop_seed, image_size=image_size)
+    image = random_resized_crop(image, crop_seed, image_size=image_size, crop_area=crop_area)
+    if color_jitter:
+        jitter_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+        image = random_color_jitter(image, jitter_seed, strength=color_jitter)
     if augment == "shift_flip":
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return image
 
 
 def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
-                   drop_remainder=True, repeat=False, image_size=None):
+                   drop_remainder=True, repeat=False, image_size=None, crop_area=None,
+                   color_jitter=0.0):
     """Shuffled, augmented, batched training input.
 
     Args:
@@ -182,6 +356,15 @@ def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
         image_size: int or None. Random-resized crops of this side, for images of varying
             size (module docstring); None: a ``Dataset``'s own ``image_size``, else the images'
             common size is kept. Given with a ``Dataset``, it must equal its ``image_size``.
+        crop_area: None or ``(min, max)``, ``0 < min <= max``. The random-resized crop
+            (``random_resized_crop``): None, TensorFlow's Inception crop (8% to 100%);
+            ``(min, max)``, torchvision's ``RandomResizedCrop(scale=(min, max))`` (the
+            authors' ImageNet: ``(0.3, 4/3)``). Only with an ``image_size`` and an
+            ``augment`` other than ``"none"``.
+        color_jitter: float in ``[0, 1)``. Strength of torchvision's ``ColorJitter`` on
+            brightness, contrast and saturation after the crop (``random_color_jitter``; the
+            authors' ImageNet: 0.4); 0: none. Nonzero only with an ``image_size`` and an
+            ``augment`` other than ``"none"``.
 
     Returns:
         A ``tf.data.Dataset`` of ``(float32 images (B, H, W, C) in 0..255, int32 labels (B,))``;
@@ -189,7 +372,9 @@ def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
     """
     _check_augment(augment)
     _check_positive("batch_size", batch_size)
+    crop_area, color_jitter = _check_crop_area(crop_area), _check_color_jitter(color_jitter)
     examples, image_size = _split_and_size(dataset, "train", image_size)
+    _check_image_augmentation(image_size, augment, crop_area, color_jitter)
     examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         examples = examples.repeat()
@@ -197,7 +382,8 @@ def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
     if image_size is not None:  # per example, before batching: the sizes vary
         transformed = tf.data.Dataset.zip((examples, seeds)).map(
             lambda example, s: (_train_transform(example[0], s, image_size=image_size,
-                                                 augment=augment), example[1]),
+                                                 augment=augment, crop_area=crop_area,
+                                                 color_jitter=color_jitter), example[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         batches = transformed.batch(batch_size, drop_remainder=drop_remainder)
@@ -238,7 +424,7 @@ def eval_pipeline(dataset, *, batch_size, image_size=None):
 
 def distributed_train_dataset(strategy, dataset, *, global_batch_size, augment, seed,
                               shuffle_buffer=10000, repeat=False, skip_steps=0,
-                              image_size=None):
+                              image_size=None, crop_area=None, color_jitter=0.0):
     """``train_pipeline`` per input pipeline, through ``distribute_datasets_from_function``.
 
     Each input pipeline (one per worker) reads its shard of the examples
@@ -260,12 +446,17 @@ def distributed_train_dataset(strategy, dataset, *, global_batch_size, augment, 
         skip_steps: int. Global steps to skip: a resumed run continues its epoch where the
             checkpoint left it (the order is the same for the same seed).
         image_size: int or None. As in ``train_pipeline``.
+        crop_area: None or ``(min, max)``. As in ``train_pipeline``.
+        color_jitter: float in ``[0, 1)``. As in ``train_pipeline``.
 
     Returns:
         A ``tf.distribute.DistributedDataset``.
     """
     _check_global_batch(strategy, global_batch_size)
+    _check_augment(augment)
+    crop_area, color_jitter = _check_crop_area(crop_area), _check_color_jitter(color_jitter)
     examples, image_size = _split_and_size(dataset, "train", image_size)
+    _check_image_augmentation(image_size, augment, crop_area, color_jitter)
 
     def input_fn(context):
         shard = examples
@@ -275,7 +466,7 @@ def distributed_train_dataset(strategy, dataset, *, global_batch_size, augment, 
             shard, batch_size=context.get_per_replica_batch_size(global_batch_size),
             augment=augment, seed=seed + _PIPELINE_SEED_STRIDE * context.input_pipeline_id,
             shuffle_buffer=shuffle_buffer, drop_remainder=True, repeat=repeat,
-            image_size=image_size,
+            image_size=image_size, crop_area=crop_area, color_jitter=color_jitter,
         )
         # A global step takes one batch per replica, and a pipeline feeds several replicas.
         replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
@@ -394,6 +585,51 @@ def _to_float(images, labels):
 def _check_augment(augment):
     if augment not in AUGMENTATIONS:
         raise ValueError(f"`augment` must be one of {AUGMENTATIONS}. Received: augment={augment!r}")
+
+
+def _check_crop_area(crop_area):
+    """``crop_area`` as a tuple of two floats (or None); a one-line ValueError if invalid."""
+    if crop_area is None:
+        return None
+    valid = (isinstance(crop_area, (tuple, list)) and len(crop_area) == 2
+             and all(_is_number(v) for v in crop_area)
+             and 0 < crop_area[0] <= crop_area[1] < np.inf)
+    if not valid:
+        raise ValueError("`crop_area` must be None or two numbers (min, max) with 0 < min <= max, "
+                         "fractions of the image's area (e.g. (0.08, 1.0); the authors' "
+                         f"ImageNet: (0.3, 4/3)). Received: crop_area={crop_area!r}")
+    return float(crop_area[0]), float(crop_area[1])
+
+
+def _check_color_jitter(color_jitter):
+    """``color_jitter`` as a float; a one-line ValueError if invalid."""
+    valid = _is_number(color_jitter) and 0 <= color_jitter < 1
+    if not valid:
+        raise ValueError("`color_jitter` must be a number in [0, 1) (0: none; the authors' "
+                         f"ImageNet: 0.4). Received: color_jitter={color_jitter!r}")
+    return float(color_jitter)
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def _check_image_augmentation(image_size, augment, crop_area, color_jitter):
+    """``crop_area`` and ``color_jitter`` only where they apply (the random-resized crop)."""
+    for name, value, default in (("crop_area", crop_area, None),
+                                 ("color_jitter", color_jitter, 0.0)):
+        if value == default:
+            continue
+        if image_size is None:
+            raise ValueError(f"`{name}` applies to images resized to `image_size` (the "
+                             "ImageNet-style random-resized crop), but no image_size is set "
+                             f"(fixed-size images take shifts); leave {name}={default!r}. "
+                             f"Received: {name}={value!r}")
+        if augment == "none":
+            raise ValueError(f"`{name}` contradicts augment='none' (the evaluation transform); "
+                             f"use augment='shift_flip' or leave {name}={default!r}. "
+                             f"Received: {name}={value!r}")
 
 
 def _check_positive(name, value):
