@@ -9,14 +9,15 @@ import json
 
 from absl import flags
 
-from ssal_keras import cli, data, evaluation, rundir, trained_run
+from ssal_keras import cli, loop, rundir, trained_run
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A run folder holding model.keras.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset spec (default: the run's --dataset).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data folder (default: the run's).")
 _EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", None, "Cap on evaluation examples "
                                       "(default: the run's).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (default: the "
+                                   "run's --eval_batch_size, so the figures equal the run's).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the metrics to this JSON file.")
 
 
@@ -24,14 +25,17 @@ def run():
     """Loads the run's model, scores it and prints the metrics."""
     if not _MODEL_DIR.value:
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
-    if _BATCH_SIZE.value < 1:
+    if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
     run = trained_run.load(_MODEL_DIR.value)
     dataset, _ = run.load_data(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
                                eval_examples=_EVAL_EXAMPLES.value)
     model = run.model
     spec = _DATASET.value or run.flags.get("dataset", "fashion_mnist")
-    metrics, _ = evaluation.evaluate(model, data.eval_pipeline(dataset, batch_size=_BATCH_SIZE.value))
+    metrics, _ = loop.score(
+        model, dataset.eval, batch_size=_BATCH_SIZE.value or int(
+            run.flags.get("eval_batch_size") or 256),
+        image_size=dataset.image_size, jit_compile=run.jit_compile)
     metrics = {"dataset": spec, **metrics}
     text = json.dumps(metrics)
     print(text, flush=True)

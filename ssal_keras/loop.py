@@ -20,6 +20,32 @@ from ssal_keras import data, distribute, evaluation, rundir, weight_decay as wei
 from ssal_keras.losses import sparse_crossentropy
 
 
+def compiled_predict(model, *, jit_compile):
+    """``images -> outputs`` of ``model`` in inference mode, as one ``tf.function``."""
+    return tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
+
+
+def score(model, split, *, batch_size, image_size=None, jit_compile=True, predict=None):
+    """The one evaluation of a model on an unbatched split (``evaluation.evaluate``'s metrics
+    and confusion matrix): what the trainer records after every epoch and what
+    ``python -m ssal_keras.evaluate`` reports. Same batches and the same compiled function
+    give the same figures bit for bit, under mixed precision too (bfloat16 results depend on
+    XLA and on the batch shapes, so both take the run's ``--jit_compile`` and
+    ``--eval_batch_size``).
+
+    Args:
+        model: keras.Model. An ``SSALModel`` or a plain classifier.
+        split: tf.data.Dataset. Unbatched ``(image, label)`` examples.
+        batch_size: int. Evaluation batch size.
+        image_size: int or None. Resize and centre-crop to this size (``data.eval_pipeline``).
+        jit_compile: bool. Compile the forward pass with XLA (when ``predict`` is None).
+        predict: callable or None. A ``compiled_predict`` of ``model`` to reuse.
+    """
+    batches = data.eval_pipeline(split, batch_size=batch_size, image_size=image_size)
+    predict = predict or compiled_predict(model, jit_compile=jit_compile)
+    return evaluation.evaluate(model, batches, predict=predict)
+
+
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
 
@@ -113,8 +139,7 @@ class Trainer:
         self._loss_and_gradients = (
             tf.function(self._replica_loss_and_gradients, jit_compile=True)
             if jit_compile else self._replica_loss_and_gradients)
-        self._predict = tf.function(lambda images: model(images, training=False),
-                                    jit_compile=jit_compile)
+        self._predict = compiled_predict(model, jit_compile=jit_compile)
 
         # === Checkpoint ===
         # The data position: plain host variables (not mirrored), saved with the weights.
@@ -218,9 +243,8 @@ class Trainer:
         return self._evaluate(split)[1]
 
     def _evaluate(self, split):
-        batches = data.eval_pipeline(split, batch_size=self.eval_batch_size,
-                                     image_size=self.dataset.image_size)
-        return evaluation.evaluate(self.model, batches, predict=self._predict)
+        return score(self.model, split, batch_size=self.eval_batch_size,
+                     image_size=self.dataset.image_size, predict=self._predict)
 
     # --- loop ------------------------------------------------------------------------------
     def restore(self):

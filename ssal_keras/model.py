@@ -5,6 +5,7 @@ grouping of the labels derived from the labels themselves, and is trained with t
 classifier (multi-task); at inference the softmaxes are fused into the joint prediction.
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -81,6 +82,17 @@ class Branch:
         }
 
 
+@contextlib.contextmanager
+def _global_policy(name):
+    """Keras's global dtype policy set to ``name`` for the block, then restored."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _base_is_softmax(backbone):
     layer = backbone.output._keras_history.operation
     activation = getattr(layer, "activation", None)
@@ -128,6 +140,9 @@ class SSALModel(keras.Model):
             paper's training); ``"joint"``: ``CE(joint, y)`` only, the branches shaping the
             prediction through the product alone (supplement E.1).
         name: str. The model's name.
+        heads_dtype_policy: str or None. Dtype policy of the heads' layers (default: Keras's
+            global policy when the model is built, e.g. ``"mixed_bfloat16"``); kept in the
+            config, so a loaded model computes its heads as it was trained.
 
     Example:
 
@@ -141,7 +156,7 @@ class SSALModel(keras.Model):
     """
 
     def __init__(self, backbone, branches, *, alpha=0.3, objective="multitask", name=None,
-                 **kwargs):
+                 heads_dtype_policy=None, **kwargs):
         # === Validate ===
         _check_backbone(backbone)
         branches = [b if isinstance(b, Branch) else Branch(**b) for b in branches]
@@ -160,17 +175,26 @@ class SSALModel(keras.Model):
                     f"backbone has {num_classes} classes; give one group id per class."
                 )
 
+        # The backbone's layers keep their own policies in its config; the heads are built
+        # from their layouts, so their policy is recorded too (a model trained in
+        # mixed_bfloat16 and loaded in a float32 process computes its heads as trained).
+        heads_dtype_policy = keras.dtype_policies.get(
+            heads_dtype_policy or keras.mixed_precision.global_policy()).name
+
         # === Functional model ===
-        # Output layers carry the output names (Keras lists outputs by layer name).
-        base = keras.layers.Identity(name=BASE)(backbone.output)
+        # Output layers carry the output names (Keras lists outputs by layer name). The base
+        # output stays float32, as the backbone's softmax is: a bfloat16 Identity would round
+        # the probabilities to 3 digits.
+        base = keras.layers.Identity(dtype="float32", name=BASE)(backbone.output)
         aux = []
-        for index, branch in enumerate(branches):
-            tap = backbones.resolve_tap(backbone, branch.tap)
-            features = backbone.get_layer(tap.layer_name).output
-            aux.append(heads.build_head(
-                features, layout=branch.head, num_groups=branch.num_groups,
-                style=branch.head_style, name=aux_name(index),
-            ))
+        with _global_policy(heads_dtype_policy):
+            for index, branch in enumerate(branches):
+                tap = backbones.resolve_tap(backbone, branch.tap)
+                features = backbone.get_layer(tap.layer_name).output
+                aux.append(heads.build_head(
+                    features, layout=branch.head, num_groups=branch.num_groups,
+                    style=branch.head_style, name=aux_name(index),
+                ))
         joint = JointPrediction([b.grouping for b in branches], alpha=alpha, name=JOINT)(
             [base, *aux]
         )
@@ -183,6 +207,7 @@ class SSALModel(keras.Model):
         self.branches = branches
         self.alpha = alpha
         self.objective = objective
+        self.heads_dtype_policy = heads_dtype_policy
         self.num_classes = num_classes
         # Group ids as a (branches, classes) table: one gather maps labels to every target.
         self._group_table = np.stack([b.grouping for b in branches]).astype("int32")
@@ -292,6 +317,7 @@ class SSALModel(keras.Model):
             "branches": [b.get_config() for b in self.branches],
             "alpha": self.alpha,
             "objective": self.objective,
+            "heads_dtype_policy": self.heads_dtype_policy,
         }
 
     @classmethod

@@ -65,6 +65,13 @@ class TrainedRun:
                              f"{expected}; use the data it was trained for.")
         return loaded, held_out_split
 
+    @property
+    def jit_compile(self):
+        """Whether the run compiled with XLA (``--jit_compile``, on unless ``--nojit_compile``),
+        so an evaluation here compiles its forward pass as the run's own did."""
+        return self.flags.get("nojit_compile") != "true" and self.flags.get(
+            "jit_compile", "true") != "false"
+
 
 def load(model_dir):
     """Reads a run folder written by ``python -m ssal_keras.train`` (or any folder holding a

@@ -131,6 +131,30 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     assert results == pytest.approx(model.evaluate(images, labels, verbose=0, return_dict=True))
 
 
+def test_mixed_precision_model_loads_computing_as_trained(tmp_path):
+    """A model built under mixed_bfloat16 and loaded in a float32 process computes exactly as
+    before: the heads' policy is in its config (they are rebuilt from layouts), and the base
+    output stays float32 (a bfloat16 Identity would round the probabilities)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        backbone = backbones.build("resnet_fashion_mnist", num_classes=4,
+                                   input_shape=(16, 16, 1))
+        model = ssal_keras.SSALModel(backbone, [ssal_keras.Branch(
+            tap="stage2", grouping=[0, 0, 1, 1], head=["cbr(8,3)", "gap"])])
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 1)).astype("float32")
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(images).items()}
+    assert all(v.dtype == np.float32 for v in expected.values())
+    path = str(tmp_path / "mixed.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.get_layer("aux_0_1_cbr_conv").dtype_policy.name == "mixed_bfloat16"
+    for name, value in loaded(images).items():
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(value), expected[name], name)
+
+
 def test_branches_on_a_keras_applications_model():
     backbone = keras.applications.ResNet50V2(
         weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation="softmax"

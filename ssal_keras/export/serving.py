@@ -155,16 +155,9 @@ def _rebuild(model, *, alpha=None, float32=False):
         config = {**config, "alpha": float(alpha)}
     if float32:
         config = _float32_policies(config)
-    # Layers created in the constructor (the SSAL heads) take the global policy: use the one
-    # most of the model's layers have, or float32.
-    policies = [layer.dtype_policy.name for layer in _all_layers(model)]
-    policy = "float32" if float32 else max(set(policies), key=policies.count)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        rebuilt = type(model).from_config(config)
-    finally:
-        keras.config.set_dtype_policy(previous)
+        if "heads_dtype_policy" in config:  # SSALModel: its heads' policy, as a name
+            config["heads_dtype_policy"] = "float32"
+    rebuilt = type(model).from_config(config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
 
