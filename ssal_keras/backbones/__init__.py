@@ -4,8 +4,9 @@
 (``BACKBONE_NAMES``) as the authors' code builds it (AUTHORS.md section 9); the family
 builders (``preact_resnet``, ``wide_resnet``, ``densenet_bc``, ``torchvision_resnet``) take
 keyword-only arguments and build any variant, including tiny ones for tests;
-``resnet50_keras_applications`` is Keras's own ResNet50. ``taps(model)`` lists a model's named feature maps with their
-channels and stride; ``resolve_tap(model, tap)`` finds one by tap or layer name.
+``resnet50_keras_applications`` is Keras's own ResNet50. ``taps(model)`` lists a model's
+named feature maps with their channels and stride; ``resolve_tap(model, tap)`` finds one by
+tap or layer name.
 """
 
 from ssal_keras.backbones.densenet import (

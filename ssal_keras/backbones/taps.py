@@ -14,8 +14,9 @@ has to guess (STYLE.md points 1 and 3). Friendly names, ordered by depth:
 names: stage ``s`` is Keras's ``conv{s + 1}`` (``stage1`` = ``conv2_block3_out``,
 ``stage1_block1`` = ``conv2_block1_out``) and ``stem`` is ``pool1_pool`` (the max pool
 output, stride 4, the input of Conv2 -- like ``stem_out`` of ``resnet18_tiny_imagenet``;
-``conv1_relu`` if a model has no ``pool1_pool``). Any other functional model gets one tap per layer whose name ends
-in ``_out`` and whose output is 4-D, named after the layer (an empty dict if none).
+``conv1_relu`` if a model has no ``pool1_pool``). Any other functional model gets one tap
+per layer whose name ends in ``_out`` and whose output is 4-D, named after the layer (an
+empty dict if none).
 Besides these names, ``resolve_tap`` accepts the name of any layer with a 4-D output.
 """
 
