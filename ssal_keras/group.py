@@ -95,14 +95,10 @@ def _run():
         )
 
     matrix = _load_matrix(_MATRIX.value)
-    if _KIND.value == "confusion":
-        distance = grouping_lib.confusion_distance(
-            matrix, criterion=_CRITERION.value, maximum="raw" if authors else "symmetrised"
-        )
-    else:
-        distance = matrix
-    grouping = grouping_lib.balanced_grouping(
-        distance,
+    group = (grouping_lib.grouping_from_confusion if _KIND.value == "confusion"
+             else grouping_lib.balanced_grouping)
+    grouping = group(
+        matrix,
         _NUM_GROUPS.value,
         size_margin=_SIZE_MARGIN.value,
         seed=_SEED.value,

@@ -361,6 +361,32 @@ def balanced_grouping(
     return _random_ties(dist, k, limit, seed)
 
 
+def grouping_from_confusion(confusion, num_groups, *, criterion="join_similar",
+                            tie_break="random", size_margin=1.1, seed=0):
+    """A balanced grouping of a confusion matrix's labels (SPEC section 2).
+
+    The distances are the ones each `tie_break` is defined on: `confusion_distance`'s
+    default for `"random"`, the authors' preparation (`maximum="raw"`) for `"authors"`, so
+    that the result is their `create_grouping_v2`'s (AUTHORS.md section 10).
+
+    Args:
+        confusion: array-like of shape (C, C). See `confusion_distance`.
+        num_groups: int. See `balanced_grouping`.
+        criterion: str. `"join_similar"` or `"split_similar"`.
+        tie_break: str. `"random"` or `"authors"`.
+        size_margin: float. See `balanced_grouping`.
+        seed: int. See `balanced_grouping`.
+
+    Returns:
+        np.ndarray of int64, shape (C,).
+    """
+    tie_break = _check_choice(tie_break, "tie_break", TIE_BREAKS)
+    distance = confusion_distance(
+        confusion, criterion, maximum="raw" if tie_break == "authors" else "symmetrised")
+    return balanced_grouping(distance, num_groups, size_margin=size_margin, seed=seed,
+                             tie_break=tie_break, criterion=criterion)
+
+
 def confusion_matrix(labels, predictions, num_classes):
     """Counts (true label, predicted label) pairs: the input of ``confusion_distance``.
 

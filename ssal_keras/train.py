@@ -265,12 +265,9 @@ def resolve_groupings(dataset, model_dir, chief):
             raise cli.UsageError(
                 f"{source} is a {confusion.shape[0]}-class confusion matrix but "
                 f"{_DATASET.value} has {dataset.num_classes} classes.")
-        authors = _GROUPING_TIE_BREAK.value == "authors"
-        distance = grouping_lib.confusion_distance(
-            confusion, _GROUPING_CRITERION.value, maximum="raw" if authors else "symmetrised")
-        groupings = [grouping_lib.balanced_grouping(
-            distance, k, seed=_SEED.value, tie_break=_GROUPING_TIE_BREAK.value,
-            criterion=_GROUPING_CRITERION.value) for k in num_groups]
+        groupings = [grouping_lib.grouping_from_confusion(
+            confusion, k, criterion=_GROUPING_CRITERION.value,
+            tie_break=_GROUPING_TIE_BREAK.value, seed=_SEED.value) for k in num_groups]
         if chief:
             rundir.write_npy(os.path.join(folder, "confusion.npy"), confusion)
     else:
@@ -411,10 +408,7 @@ def resolve_settings():
     """
     _check_numbers()
     name, options, _ = _backbone_settings()
-    decay = _decay_settings()
-    rates = {c: 0.0 for c in weight_decay_lib.PARAMETER_CLASSES}
-    rates.update({c: decay["weight_decay"] for c in decay["decayed"]})
-    rates.update({c: decay["aux_weight_decay"] for c in decay["aux_decayed"]})
+    rates = weight_decay_lib.rates_by_class(**_decay_settings())
     build_schedule(steps_per_epoch=1)  # checks the schedule's arguments
     settings = {
         "flags": {h.name: h.value for h in _RUN_FLAGS},

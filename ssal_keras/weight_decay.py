@@ -104,7 +104,21 @@ def decay_rates(model, *, weight_decay, aux_weight_decay, decayed=DEFAULT_DECAYE
     Returns:
         list of float.
     """
-    decayed, aux_decayed = check_classes(decayed, aux_decayed)
-    rate_of = {**{c: weight_decay for c in decayed}, **{c: aux_weight_decay for c in aux_decayed}}
+    rate_of = rates_by_class(weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
+                             decayed=decayed, aux_decayed=aux_decayed)
     classes = parameter_classes(model)
-    return [float(rate_of.get(classes.get(id(v)), 0.0)) for v in model.trainable_variables]
+    return [rate_of.get(classes.get(id(v)), 0.0) for v in model.trainable_variables]
+
+
+def rates_by_class(*, weight_decay, aux_weight_decay, decayed=DEFAULT_DECAYED,
+                   aux_decayed=DEFAULT_AUX_DECAYED):
+    """The decay rate of every one of ``PARAMETER_CLASSES`` (0 for a class in neither list).
+
+    Raises:
+        ValueError: as ``check_classes``.
+    """
+    decayed, aux_decayed = check_classes(decayed, aux_decayed)
+    rates = {c: 0.0 for c in PARAMETER_CLASSES}
+    rates.update({c: float(weight_decay) for c in decayed})
+    rates.update({c: float(aux_weight_decay) for c in aux_decayed})
+    return rates
