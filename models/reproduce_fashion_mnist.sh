@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST reproduction of BUILD_NOTES.md ("Reproduction on Fashion-MNIST"):
-# baseline vs SSAL (+TR, +JP) at three seeds, join vs split similar groupings (E.2), the joint
-# objective (E.1), the adversarial curves (E.3), the error analysis and alpha sweep, CAM (D),
-# and the summary table. Every run uses the recipes in models/ unchanged but for --seed.
+# The supplement's analyses on the Fashion-MNIST quick start: baseline vs SSAL (+TR, +JP) at
+# three seeds, join vs split similar groupings (E.2), the joint objective (E.1), the
+# adversarial curves (E.3), the error analysis and alpha sweep, CAM (D), and the summary table.
+# Every run uses the recipes in models/ unchanged but for --seed. (The fair test of baseline,
+# SSAL and its controls is models/fair_test_fashion_mnist.py; this script's last full run, on
+# the earlier light-head recipes, is BUILD_NOTES.md's "History: the light-head reproduction".)
 #
 #   bash models/reproduce_fashion_mnist.sh [train|analyze|summary|all] [RUNS_DIR]
 #
-# Runs already completed are kept (the trainer resumes a run folder and stops when it is done).
-# Time on 2 CPU cores: 5 to 10 minutes per training run (12 runs), about 15 minutes of analysis
-# (BUILD_NOTES.md, "Reproduction on Fashion-MNIST").
+# Runs already completed are kept (the trainer resumes a run folder and says when it is done).
+# Time on 2 CPU cores: 6 to 9 minutes per training run (12 runs), about 15 minutes of analysis.
 set -euo pipefail
 stage="${1:-all}"
 runs="${2:-runs/reproduce}"

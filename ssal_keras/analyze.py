@@ -20,6 +20,8 @@ import json
 import math
 import os
 
+import numpy as np
+
 from absl import flags
 
 from ssal_keras import (attacks, cam, cli, data, error_analysis, evaluation, plots, rundir, summary,
@@ -180,6 +182,9 @@ def errors_command():
     report = {
         "model_dir": run.model_dir,
         "test": error_analysis.branch_agreement(test_outputs, test_labels, groupings),
+        # The held-out images are where heads and alpha may be chosen (never the test split).
+        **({"held_out": error_analysis.branch_agreement(sweep_outputs, sweep_labels, groupings)}
+           if held_out else {}),
         "alpha_sweep": {
             "split": _ALPHA_SPLIT.value, "examples": int(sweep_labels.size),
             "alphas": alphas,
@@ -197,6 +202,10 @@ def errors_command():
                     title="Joint prediction vs combination exponent", xlabel="alpha",
                     ylabel="top-1 accuracy", marker_x=best)
     _write(os.path.join(folder, "errors.json"), report)
+    for index, branch in enumerate(report.get("held_out", {}).get("branches", [])):
+        print(f"aux_{index} ({int(np.max(groupings[index])) + 1} groups) on the held-out images: "
+              f"branch group top-1 {branch['aux_accuracy']:.4f}, base's implied group top-1 "
+              f"{branch['base_group_accuracy']:.4f}", flush=True)
     sweep_report = report["alpha_sweep"]
     print(f"best alpha {best:g} ({split_label} joint accuracy {max(sweep):.4f}); test joint "
           f"accuracy {sweep_report['test_joint_accuracy_at_best']:.4f} at it, "

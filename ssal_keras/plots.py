@@ -73,6 +73,30 @@ def line_plot(path, *, x, series, title, xlabel, ylabel, spreads=None, marker_x=
     _save(figure, path)
 
 
+def paired_plot(path, *, categories, series, title, ylabel):
+    """One line per seed across categories (configurations), so paired runs read as pairs.
+
+    Args:
+        path: str. The PNG file to write.
+        categories: sequence of str. The x positions' labels.
+        series: dict ``{label: values}``, one value (or None) per category.
+        title, ylabel: str.
+    """
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.add_subplot()
+    x = np.arange(len(categories))
+    for index, (label, values) in enumerate(series.items()):
+        values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+        axes.plot(x, values, marker="o", color=_AUX_COLOURS[index % len(_AUX_COLOURS)],
+                  label=label)
+    axes.set_xticks(x, list(categories))
+    axes.set_title(title)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+
+
 def cam_grid(path, *, images, maps, captions, columns_titles, title):
     """Images with their class activation maps overlaid, in columns (supplement D, figure 2).
 

@@ -29,6 +29,30 @@ def stats(values):
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
 
 
+def paired_comparison(a_values, b_values, *, z=2.0):
+    """Paired differences ``a - b`` over seeds and the verdict of the fair test's rule.
+
+    ``a_values[i]`` and ``b_values[i]`` come from the same seed (same data order and initial
+    backbone). The verdict is ``"beats"`` when ``mean - z * SE > 0``, ``"below"`` when
+    ``mean + z * SE < 0``, otherwise ``"no difference shown"`` (also with fewer than two
+    pairs); SE is the sample standard deviation of the differences over ``sqrt(n)``.
+    """
+    if len(a_values) != len(b_values):
+        raise ValueError(f"paired values need the same seeds: {len(a_values)} against "
+                         f"{len(b_values)} values.")
+    differences = np.asarray(a_values, dtype=float) - np.asarray(b_values, dtype=float)
+    n = int(differences.size)
+    mean = float(differences.mean()) if n else None
+    se = float(differences.std(ddof=1) / np.sqrt(n)) if n > 1 else None
+    verdict = "no difference shown"
+    if se is not None and mean - z * se > 0:
+        verdict = "beats"
+    elif se is not None and mean + z * se < 0:
+        verdict = "below"
+    return {"differences": differences.tolist(), "n": n, "mean": mean, "se": se,
+            "verdict": verdict}
+
+
 def finished_runs(pattern):
     """Run folders matching the glob ``pattern`` whose ``metrics.json`` says completed."""
     folders = sorted(f for f in glob.glob(pattern) if os.path.isdir(f))

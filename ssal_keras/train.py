@@ -150,7 +150,11 @@ _CHECKPOINT_STEPS = _define("integer", "checkpoint_steps", 0,
                             "Also checkpoint every N steps (always once an epoch).")
 _LOG_EVERY_STEPS = _define("integer", "log_every_steps", 50, "Steps between progress lines.")
 _EVAL_BATCH_SIZE = _define("integer", "eval_batch_size", 256, "Evaluation batch size.")
-# Not a setting of the run, so not in its record.
+# Not settings of the run, so not in its record.
+_REFERENCE = flags.DEFINE_string(
+    "reference", None, "A JSON file of a measured reference figure to print beside the run's "
+    "own at the end: {\"top1\", \"std\", \"seeds\", \"label\", \"explained_in\"} (the quick "
+    "start's: docs/quick_start_reference.json, written by the fair test's report).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False,
                              "Resolve and check the settings, write them to the run folder, "
                              "print them and exit, without reading data or training.")
@@ -196,6 +200,40 @@ def _check_resume(model_dir):
                 f"({os.path.join(model_dir, rundir.FLAGS_FILE)}) to resume it, or a new "
                 "--model_dir."
             )
+
+
+def read_reference(path):
+    """The reference figure of ``--reference`` (checked before any training), or None."""
+    if not path:
+        return None
+    try:
+        reference = rundir.read_json(path)
+    except FileNotFoundError:
+        raise cli.UsageError(f"--reference={path}: no such file; give the JSON file of a "
+                             "measured reference, e.g. docs/quick_start_reference.json.") from None
+    except ValueError as error:
+        raise cli.UsageError(f"--reference={path} is not valid JSON ({error}).") from None
+    keys = {"top1", "std", "seeds", "label", "explained_in"}
+    top1 = reference.get("top1") if isinstance(reference, dict) else None
+    if not isinstance(reference, dict) or not keys <= set(reference) or not (
+            isinstance(top1, float) and 0 <= top1 <= 1):
+        raise cli.UsageError(f"--reference={path} must be a JSON object with {sorted(keys)} and "
+                             "a top-1 between 0 and 1.")
+    return reference
+
+
+def report_lines(final, reference):
+    """The run's closing lines: the reference (if any), its own figures, where they are
+    explained."""
+    own = f"this run: base output top-1 {final['base_top1']:.4f}"
+    if final.get("joint_top1") is not None:
+        own = (f"this run: +TR (base output) top-1 {final['base_top1']:.4f}, "
+               f"+JP (joint output) top-1 {final['joint_top1']:.4f}")
+    if reference is None:
+        return [own]
+    spread = f" ± {reference['std']:.4f}" if reference.get("std") else ""
+    return [f"reference: test top-1 {reference['top1']:.4f}{spread}, {reference['label']} "
+            f"({reference['seeds']} seed(s))", own, f"explained in: {reference['explained_in']}"]
 
 
 def _int_list(values, name):
@@ -479,9 +517,18 @@ def run():
     if not model_dir:
         raise cli.UsageError("--model_dir is required: the run's folder.")
     resolve_settings()
+    reference = read_reference(_REFERENCE.value)
     _check_resume(model_dir)
     if _DRY_RUN.value:
         dry_run(model_dir)
+        return
+    metrics_path = os.path.join(model_dir, rundir.METRICS_FILE)
+    finished = rundir.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    if finished.get("completed") and os.path.exists(os.path.join(model_dir, rundir.MODEL_FILE)):
+        log(f"the run is complete ({model_dir}, {finished['epochs']} epochs): nothing to "
+            f"train; its results, from {metrics_path}:")
+        for line in report_lines(finished, reference):
+            log(line)
         return
 
     # === Strategy ===
@@ -540,8 +587,7 @@ def run():
         label_smoothing_mode=_LABEL_SMOOTHING_MODE.value, **_decay_settings(),
         jit_compile=_JIT_COMPILE.value, checkpoint_steps=_CHECKPOINT_STEPS.value,
         log_every_steps=_LOG_EVERY_STEPS.value, eval_batch_size=_EVAL_BATCH_SIZE.value, log=log)
-    metrics_path = os.path.join(model_dir, rundir.METRICS_FILE)
-    previous = rundir.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    previous = finished
     history = [r for r in previous.get("history", [])]
 
     def write_metrics(final_eval, images_per_sec, completed):
@@ -577,11 +623,9 @@ def run():
         if held_out is not None:
             rundir.write_npy(os.path.join(model_dir, rundir.HELD_OUT_CONFUSION_FILE),
                              trainer.confusion(held_out))
-    line = f"done: base top-1 {final['base_top1']:.4f}"
-    if final["joint_top1"] is not None:
-        line = (f"done: +TR (base output) top-1 {final['base_top1']:.4f}, "
-                f"+JP (joint output) top-1 {final['joint_top1']:.4f}")
-    log(line + f"; {model_dir}/{rundir.METRICS_FILE}")
+    log(f"done: {metrics_path}")
+    for line in report_lines(final, reference):
+        log(line)
 
 
 if __name__ == "__main__":

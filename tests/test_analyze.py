@@ -7,6 +7,7 @@ run it, and its JSON and PNG files are checked against what the run's own metric
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -120,6 +121,16 @@ def test_errors_agrees_with_the_run_metrics(runs, analysed):
     assert held_out[alphas.index(best)] == max(held_out)
     assert sweep["test_joint_accuracy_at_best"] == on_test[alphas.index(best)]
     assert f"export with --alpha={best:g}" in analysed["errors"].stdout
+    # The same analysis on the held-out images, where heads may be chosen: it is the data of
+    # the sweep (alpha 0 is the base alone, the trained alpha the joint output).
+    held = report["held_out"]
+    assert held["examples"] == 200
+    assert held["base_accuracy"] == pytest.approx(held_out[0], abs=1e-9)
+    assert held["joint_accuracy"] == pytest.approx(held_out[alphas.index(0.3)], abs=1e-9)
+    for b, branch in enumerate(held["branches"]):
+        assert re.search(rf"aux_{b} \(\d+ groups\) on the held-out images: branch group top-1 "
+                         rf"{branch['aux_accuracy']:.4f}, base's implied group top-1 "
+                         rf"{branch['base_group_accuracy']:.4f}", analysed["errors"].stdout)
 
 
 def test_branch_agreement_counts_by_hand():

@@ -5,7 +5,9 @@ import json
 import os
 import subprocess
 import sys
+import types
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -69,8 +71,8 @@ def test_nested_recipes_override_what_they_say(monkeypatch):
     with flagsaver.flagsaver():
         flags.FLAGS(["train", "--flagfile=models/fashion_mnist_joint_objective.flags",
                      "--model_dir=/tmp/unused"])
-        assert flags.FLAGS.objective == "joint" and flags.FLAGS.head == ["cbr(64,3,2) gap"]
-        assert flags.FLAGS.taps == ["stage2"] and flags.FLAGS.epochs == 5
+        assert flags.FLAGS.objective == "joint" and flags.FLAGS.head == ["cbr(64,3,2) cbr(64,3) gap"]
+        assert flags.FLAGS.taps == ["stage2"] and flags.FLAGS.epochs == 12
     with flagsaver.flagsaver():
         flags.FLAGS(["train", "--flagfile=models/fashion_mnist_split_similar.flags",
                      "--model_dir=/tmp/unused"])
@@ -306,3 +308,30 @@ def test_recipe_schedules_have_the_authors_shape(recipe, steps, expected, monkey
         schedule = train.build_schedule(steps_per_epoch)
     rates = [float(schedule(step)) for step in steps]
     np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_same_seed_gives_every_fair_test_run_the_same_initial_backbone(monkeypatch):
+    """The fair test pairs runs by seed (BUILD_NOTES.md, "Fair test on Fashion-MNIST"): the
+    trainer builds the backbone first after seeding, so baseline, SSAL and identity control
+    start from the same backbone weights, and a different seed gives different ones."""
+    monkeypatch.chdir(ROOT)
+    dataset = types.SimpleNamespace(num_classes=10, image_shape=(28, 28, 1))
+
+    def initial_backbone(recipe, seed):
+        with flagsaver.flagsaver():
+            flags.FLAGS(["train", f"--flagfile=models/{recipe}.flags", "--model_dir=/tmp/unused"])
+            keras.utils.set_random_seed(seed)
+            groupings = [np.loadtxt(path, dtype=int) for path in flags.FLAGS.groupings]
+            model = train.build_model(dataset, groupings, "scale")
+        names = [layer.name for layer in backbones.build(
+            "resnet_fashion_mnist", num_classes=10).layers if layer.weights]
+        return [w for name in names for w in model.get_layer(name).get_weights()]
+
+    baseline = initial_backbone("fashion_mnist_baseline", 0)
+    for recipe in ("fashion_mnist_ssal", "fashion_mnist_identity", "fashion_mnist_split_similar"):
+        weights = initial_backbone(recipe, 0)
+        assert len(weights) == len(baseline) > 20
+        for a, b in zip(weights, baseline):
+            np.testing.assert_array_equal(a, b)
+    other_seed = initial_backbone("fashion_mnist_baseline", 1)
+    assert not np.array_equal(other_seed[0], baseline[0])

@@ -158,9 +158,11 @@ def test_killed_run_resumes_and_completes(tmp_path, fashion_dir):
     assert record["completed"] and [r["epoch"] for r in record["history"]] == [1, 2, 3]
     assert not [p for p in os.listdir(model_dir) if p.startswith(".partial")]
 
-    # Once complete, the same command only evaluates again.
+    # Once complete, the same command says so and repeats its results without training.
     result = run_train(*args)
     assert result.returncode == 0 and "the run is complete" in result.stdout
+    assert f"this run: base output top-1 {record['base_top1']:.4f}" in result.stdout
+    assert "epoch" not in result.stdout.replace("3 epochs", "")
 
 
 def test_two_mirrored_replicas_match_one_device(tmp_path, fashion_dir):
