@@ -64,3 +64,17 @@ def test_demo_bad_flags(flag, match):
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and match in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_branches_are_the_quick_starts():
+    """The demo follows the SSAL quick start (the fair test's choice): same taps, heads,
+    loss weights and alpha as models/fashion_mnist_ssal.flags."""
+    from ssal_keras import demo
+
+    with open(os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")) as f:
+        recipe = [line.strip()[2:].split("=", 1) for line in f if line.startswith("--")]
+    assert tuple(v for k, v in recipe if k == "head") == demo.HEADS
+    values = dict(recipe)
+    assert tuple(values["taps"].split(",")) == demo.TAPS
+    assert tuple(float(w) for w in values["loss_weights"].split(",")) == demo.LOSS_WEIGHTS
+    assert float(values["alpha"]) == demo.ALPHA

@@ -100,14 +100,22 @@ def test_baseline_run_writes_the_run_folder(baseline_dir):
 
 def test_ssal_run_with_auto_groupings(tmp_path, fashion_dir, baseline_dir):
     model_dir = str(tmp_path / "ssal")
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"top1": 0.9123, "std": 0.0021, "seeds": 3,
+                                     "label": "the baseline", "explained_in": "NOTES.md"}))
     result = run_train(*train_args(
         model_dir, fashion_dir, "--held_out_examples=100", "--groupings=auto",
         f"--grouping_source={baseline_dir}", "--num_groups=3,5", "--taps=stage1,stage2",
         "--head=cbr(16,3) gap", "--head=gap", "--loss_weights=0.5,1", "--alpha=0.4",
-        "--mixed_precision", "--label_smoothing=0.1", "--nesterov"))
+        "--mixed_precision", "--label_smoothing=0.1", "--nesterov", f"--reference={reference}"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "+JP (joint output) top-1" in result.stdout
     record = metrics(model_dir)
+    # It ends with the reference, its own figures and where they are explained.
+    assert result.stdout.strip().splitlines()[-3:] == [
+        "reference: test top-1 0.9123 ± 0.0021, the baseline (3 seed(s))",
+        f"this run: +TR (base output) top-1 {record['base_top1']:.4f}, "
+        f"+JP (joint output) top-1 {record['joint_top1']:.4f}",
+        "explained in: NOTES.md"]
     assert record["joint_top1"] is not None and len(record["aux_top1"]) == 2
     confusion = np.load(os.path.join(baseline_dir, "held_out_confusion.npy"))
     np.testing.assert_array_equal(
@@ -227,6 +235,9 @@ def test_multi_worker_on_loopback(tmp_path, fashion_dir):
         (["--groupings=auto", "--num_groups=3"], "needs --grouping_source"),
         (["--strategy=mirrored", "--logical_cpu_devices=2", "--batch_size=33"],
          "does not divide across 2 replicas"),
+        (["--reference=/nonexistent/reference.json"], "/nonexistent/reference.json: no such file"),
+        (["--reference=setup.py"], "--reference=setup.py is not valid JSON"),
+        (["--reference=docs/summary.json"], "must be a JSON object with ['explained_in', 'label'"),
     ],
 )
 def test_flag_and_file_errors(tmp_path, fashion_dir, extra, match):
