@@ -60,7 +60,14 @@ def test_quick_start_recipe_runs(tmp_path):
         cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "+TR (base output) top-1" in result.stdout and "+JP (joint output)" in result.stdout
+    # It ends with the baseline's measured figure, its own, and where they are explained.
+    last = result.stdout.strip().splitlines()[-3:]
+    with open(os.path.join(ROOT, "docs", "quick_start_reference.json")) as f:
+        reference = json.load(f)
+    assert last[0].startswith(f"reference: test top-1 {reference['top1']:.4f}")
+    assert "models/fashion_mnist_baseline.flags" in last[0]
+    assert last[1].startswith("this run: +TR (base output) top-1") and "+JP (joint output)" in last[1]
+    assert last[2] == f"explained in: {reference['explained_in']}"
     with open(os.path.join(model_dir, "metrics.json")) as f:
         record = json.load(f)
     assert len(record["aux_top1"]) == 2 and record["completed"]
