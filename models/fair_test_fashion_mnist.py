@@ -68,7 +68,7 @@ def run_dir(runs, config, seed):
 def _run(command):
     print("+ " + command, flush=True)
     subprocess.run(shlex.split(command), check=True, stdin=subprocess.DEVNULL,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")))
+                   env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ})
 
 
 def _completed(folder):
@@ -131,7 +131,8 @@ def select_phase(runs):
             chosen = name
             break
     if chosen is None:  # none passes: the largest smallest margin within the time limit
-        in_time = [n for n, c in candidates.items() if c["wall_seconds"] <= MAX_SELECTION_WALL_SECONDS]
+        in_time = [n for n, c in candidates.items()
+                   if c["wall_seconds"] <= MAX_SELECTION_WALL_SECONDS]
         chosen = max(in_time or candidates, key=lambda n: candidates[n]["smallest_margin"])
     selection = {"seed": SELECTION_SEED, "candidates": candidates, "chosen": chosen,
                  "precondition_met": candidates[chosen]["passes"],
@@ -193,9 +194,14 @@ def collect(runs):
                 path = os.path.join(folder, rundir.ANALYSIS_DIR, "errors.json")
                 if not os.path.exists(path):
                     continue
-                aux, base = held_out_margins(rundir.read_json(path))
+                analysis = rundir.read_json(path)
+                aux, base = held_out_margins(analysis)
                 record["aux_group_top1_held_out"] = aux
                 record["base_group_top1_held_out"] = base
+                # Why the joint output moves: predictions it fixes and breaks (test split).
+                test = analysis.get("test", {})
+                record["joint_fixes_test"] = test.get("joint_fixes")
+                record["joint_breaks_test"] = test.get("joint_breaks")
             records.append(record)
     return records
 
@@ -226,8 +232,9 @@ def _percent(values):
 
 def markdown(records, comparisons):
     lines = ["| config | seeds | base top-1 (+TR) | joint top-1 (+JP) | branch group top-1, "
-             "held-out | base's implied group top-1, held-out | wall (min) |",
-             "|---|---|---|---|---|---|---|"]
+             "held-out | base's implied group top-1, held-out | joint fixes / breaks, test | "
+             "wall (min) |",
+             "|---|---|---|---|---|---|---|---|"]
     for config in CONFIGS:
         runs = [r for r in records if r["config"] == config]
         if not runs:
@@ -238,6 +245,8 @@ def markdown(records, comparisons):
                      f"{_percent([r['joint_top1'] for r in runs])} | "
                      f"{per_branch('aux_group_top1_held_out')} | "
                      f"{per_branch('base_group_top1_held_out')} | "
+                     f"{_percent([r.get('joint_fixes_test') for r in runs])} / "
+                     f"{_percent([r.get('joint_breaks_test') for r in runs])} | "
                      f"{np.mean([r['wall_seconds'] for r in runs]) / 60:.1f} |")
     lines += ["", "| comparison (paired, points) | differences by seed | mean ± SE | verdict |",
               "|---|---|---|---|"]

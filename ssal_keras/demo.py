@@ -99,11 +99,13 @@ def run():
         ]
         print(f"  {g.max() + 1} groups: {' '.join(groups)}")
 
-    print("3. SSAL: the same network with branches at stage1 and stage2")
+    print("3. SSAL: the same network with the quick start's branches: " + ", ".join(
+        f"{tap} ({head}, weight {weight:g})" for tap, head, weight in zip(TAPS, HEADS, LOSS_WEIGHTS))
+        + f"; alpha {ALPHA:g}", flush=True)
     model = ssal_keras.SSALModel(
         _backbone(num_classes),
         branches=[
-            ssal_keras.Branch(tap=tap, grouping=g, head=head, loss_weight=weight)
+            ssal_keras.Branch(tap=tap, grouping=g, head=head.split(), loss_weight=weight)
             for tap, g, head, weight in zip(TAPS, groupings, HEADS, LOSS_WEIGHTS)
         ],
         alpha=ALPHA,

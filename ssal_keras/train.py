@@ -523,11 +523,11 @@ def run():
         dry_run(model_dir)
         return
     metrics_path = os.path.join(model_dir, rundir.METRICS_FILE)
-    finished = rundir.read_json(metrics_path) if os.path.exists(metrics_path) else {}
-    if finished.get("completed") and os.path.exists(os.path.join(model_dir, rundir.MODEL_FILE)):
-        log(f"the run is complete ({model_dir}, {finished['epochs']} epochs): nothing to "
+    previous = rundir.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    if previous.get("completed") and os.path.exists(os.path.join(model_dir, rundir.MODEL_FILE)):
+        log(f"the run is complete ({model_dir}, {previous['epochs']} epochs): nothing to "
             f"train; its results, from {metrics_path}:")
-        for line in report_lines(finished, reference):
+        for line in report_lines(previous, reference):
             log(line)
         return
 
@@ -587,7 +587,6 @@ def run():
         label_smoothing_mode=_LABEL_SMOOTHING_MODE.value, **_decay_settings(),
         jit_compile=_JIT_COMPILE.value, checkpoint_steps=_CHECKPOINT_STEPS.value,
         log_every_steps=_LOG_EVERY_STEPS.value, eval_batch_size=_EVAL_BATCH_SIZE.value, log=log)
-    previous = finished
     history = [r for r in previous.get("history", [])]
 
     def write_metrics(final_eval, images_per_sec, completed):

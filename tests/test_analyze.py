@@ -115,8 +115,8 @@ def test_errors_agrees_with_the_run_metrics(runs, analysed):
     assert alphas[0] == 0 and len(alphas) == len(held_out) == len(on_test) == 21
     # alpha 0 is the base output alone; the trained alpha gives the run's joint accuracy.
     assert on_test[0] == pytest.approx(metrics["base_top1"], abs=1e-9)
-    assert on_test[alphas.index(0.3)] == pytest.approx(metrics["joint_top1"], abs=1e-9)
-    assert sweep["trained_alpha"] == pytest.approx(0.3)
+    assert on_test[alphas.index(0.1)] == pytest.approx(metrics["joint_top1"], abs=1e-9)
+    assert sweep["trained_alpha"] == pytest.approx(0.1)  # the SSAL recipe's
     best = sweep["best_alpha"]
     assert held_out[alphas.index(best)] == max(held_out)
     assert sweep["test_joint_accuracy_at_best"] == on_test[alphas.index(best)]
@@ -126,7 +126,7 @@ def test_errors_agrees_with_the_run_metrics(runs, analysed):
     held = report["held_out"]
     assert held["examples"] == 200
     assert held["base_accuracy"] == pytest.approx(held_out[0], abs=1e-9)
-    assert held["joint_accuracy"] == pytest.approx(held_out[alphas.index(0.3)], abs=1e-9)
+    assert held["joint_accuracy"] == pytest.approx(held_out[alphas.index(0.1)], abs=1e-9)
     for b, branch in enumerate(held["branches"]):
         assert re.search(rf"aux_{b} \(\d+ groups\) on the held-out images: branch group top-1 "
                          rf"{branch['aux_accuracy']:.4f}, base's implied group top-1 "

@@ -38,6 +38,14 @@ def test_demo_runs_end_to_end(tmp_path):
                       result.stdout)
     assert match, result.stdout
     assert all(0.0 <= float(value) <= 1.0 for value in match.groups())
+    # The demo's branches are the SSAL quick start's (models/fashion_mnist_ssal.flags).
+    with open(os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")) as f:
+        recipe = [line.strip()[2:].split("=", 1) for line in f if line.startswith("--")]
+    values = dict(recipe)
+    heads = [v for k, v in recipe if k == "head"]
+    branches = ", ".join(f"{tap} ({head}, weight {float(weight):g})" for tap, head, weight in zip(
+        values["taps"].split(","), heads, values["loss_weights"].split(",")))
+    assert f"branches: {branches}; alpha {float(values['alpha']):g}" in result.stdout
     groupings = [grouping.load_grouping(tmp_path / f"grouping_{i}.txt", num_classes=10)
                  for i in range(2)]
     assert [g.max() + 1 for g in groupings] == [3, 5]
@@ -45,6 +53,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert isinstance(model, ssal_keras.SSALModel)
     for g, branch in zip(groupings, model.branches):
         np.testing.assert_array_equal(g, branch.grouping)
+    assert model.alpha == float(values["alpha"])
+    assert [" ".join(b.head) for b in model.branches] == heads
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
 
 
@@ -65,16 +75,3 @@ def test_demo_bad_flags(flag, match):
     assert len(lines) == 1 and match in lines[0], result.stderr
     assert "Traceback" not in result.stderr
 
-
-def test_demo_branches_are_the_quick_starts():
-    """The demo follows the SSAL quick start (the fair test's choice): same taps, heads,
-    loss weights and alpha as models/fashion_mnist_ssal.flags."""
-    from ssal_keras import demo
-
-    with open(os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")) as f:
-        recipe = [line.strip()[2:].split("=", 1) for line in f if line.startswith("--")]
-    assert tuple(v for k, v in recipe if k == "head") == demo.HEADS
-    values = dict(recipe)
-    assert tuple(values["taps"].split(",")) == demo.TAPS
-    assert tuple(float(w) for w in values["loss_weights"].split(",")) == demo.LOSS_WEIGHTS
-    assert float(values["alpha"]) == demo.ALPHA

@@ -58,7 +58,8 @@ def test_report_collects_every_run_and_compares_them_by_seed(tmp_path):
              "identity": [0.918, 0.921, 0.913], "split_similar": [0.910, 0.911, 0.909]}
     for config in CONFIGS:
         for seed in range(3):
-            branch = {} if config == "baseline" else dict(aux=[0.98, 0.96], base_group=[0.975, 0.95])
+            branch = ({} if config == "baseline"
+                      else dict(aux=[0.98, 0.96], base_group=[0.975, 0.95]))
             _write_run(str(runs / f"{config}_seed{seed}"), base=base[config][seed],
                        joint=joint[config][seed], confusion=confusion, **branch)
     result = subprocess.run([sys.executable, SCRIPT, "report", f"--runs={runs}", f"--docs={docs}"],

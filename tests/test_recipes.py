@@ -66,7 +66,8 @@ def test_quick_start_recipe_runs(tmp_path):
         reference = json.load(f)
     assert last[0].startswith(f"reference: test top-1 {reference['top1']:.4f}")
     assert "models/fashion_mnist_baseline.flags" in last[0]
-    assert last[1].startswith("this run: +TR (base output) top-1") and "+JP (joint output)" in last[1]
+    assert last[1].startswith("this run: +TR (base output) top-1")
+    assert "+JP (joint output)" in last[1]
     assert last[2] == f"explained in: {reference['explained_in']}"
     with open(os.path.join(model_dir, "metrics.json")) as f:
         record = json.load(f)
@@ -78,7 +79,8 @@ def test_nested_recipes_override_what_they_say(monkeypatch):
     with flagsaver.flagsaver():
         flags.FLAGS(["train", "--flagfile=models/fashion_mnist_joint_objective.flags",
                      "--model_dir=/tmp/unused"])
-        assert flags.FLAGS.objective == "joint" and flags.FLAGS.head == ["cbr(64,3,2) cbr(64,3) gap"]
+        assert flags.FLAGS.objective == "joint"
+        assert flags.FLAGS.head == ["cbr(64,3,2) cbr(64,3) gap"]
         assert flags.FLAGS.taps == ["stage2"] and flags.FLAGS.epochs == 12
     with flagsaver.flagsaver():
         flags.FLAGS(["train", "--flagfile=models/fashion_mnist_split_similar.flags",
