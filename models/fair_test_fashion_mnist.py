@@ -71,15 +71,10 @@ def _run(command):
                    env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ})
 
 
-def _completed(folder):
-    path = os.path.join(folder, rundir.METRICS_FILE)
-    return os.path.exists(path) and rundir.read_json(path).get("completed", False)
-
-
 def train(folder, *flag_args):
     """Trains (or resumes, or skips when complete) one run; returns its command."""
     command = " ".join(["python3 -m ssal_keras.train", *flag_args, f"--model_dir={folder}"])
-    if not _completed(folder):
+    if not summary.finished_runs(folder):
         _run(command)
     return command
 
@@ -177,7 +172,7 @@ def collect(runs):
     for seed in SEEDS:
         for config in CONFIGS:
             folder = run_dir(runs, config, seed)
-            if not _completed(folder):
+            if not summary.finished_runs(folder):
                 continue
             metrics = rundir.read_json(os.path.join(folder, rundir.METRICS_FILE))
             record = {"config": config, "seed": seed, "base_top1": metrics["base_top1"],
