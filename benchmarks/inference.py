@@ -42,8 +42,8 @@ def _timed(fn, *, warmup, runs):
 
 def _build(args):
     import ssal_keras
-    from ssal_keras import backbones
     from ssal_keras.export import load_run
+    from ssal_keras.modeling import backbones
 
     if args.model_dir:
         model, _ = load_run(args.model_dir)

@@ -65,7 +65,8 @@ def keras_fit(args, *, ssal):
     import numpy as np
 
     import ssal_keras
-    from ssal_keras import backbones, data, grouping
+    from ssal_keras import data, grouping
+    from ssal_keras.modeling import backbones
 
     dataset, _ = data.load("fashion_mnist", train_examples=args.train_examples)
     backbone = backbones.build("resnet_fashion_mnist", num_classes=10, normalization="scale")

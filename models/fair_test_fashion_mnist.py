@@ -31,7 +31,8 @@ import sys
 
 import numpy as np
 
-from ssal_keras import plots, rundir, summary
+from ssal_keras import runs as run_files
+from ssal_keras.analysis import plots, summary
 
 SEEDS = (0, 1, 2)
 SELECTION_SEED = 100
@@ -81,20 +82,20 @@ def train(folder, *flag_args):
 
 def errors(folder):
     """``analyze errors`` of an SSAL run (once): its report, held-out part included."""
-    path = os.path.join(folder, rundir.ANALYSIS_DIR, "errors.json")
+    path = os.path.join(folder, run_files.ANALYSIS_DIR, "errors.json")
     if not os.path.exists(path):
         _run(f"python3 -m ssal_keras.analyze errors --model_dir={folder}")
-    return rundir.read_json(path)
+    return run_files.read_json(path)
 
 
 def groupings_phase(runs):
     baseline = run_dir(runs, "baseline", 0)
     train(baseline, f"--flagfile={RECIPES['baseline']}", "--seed=0")
-    matrix = os.path.join(baseline, rundir.HELD_OUT_CONFUSION_FILE)
+    matrix = os.path.join(baseline, run_files.HELD_OUT_CONFUSION_FILE)
     for (criterion, groups), output in GROUPINGS.items():
         _run(f"python3 -m ssal_keras.group --matrix={matrix} --kind=confusion "
              f"--criterion={criterion} --num_groups={groups} --output={output}")
-    rundir.write_text(IDENTITY_GROUPING, "".join(f"{label}\n" for label in range(10)))
+    run_files.write_text(IDENTITY_GROUPING, "".join(f"{label}\n" for label in range(10)))
 
 
 def held_out_margins(report):
@@ -114,7 +115,7 @@ def select_phase(runs):
                         *(f"--head='{head}'" for head in heads))
         report = errors(folder)
         aux, base = held_out_margins(report)
-        wall = rundir.read_json(os.path.join(folder, rundir.METRICS_FILE))["wall_seconds"]
+        wall = run_files.read_json(os.path.join(folder, run_files.METRICS_FILE))["wall_seconds"]
         candidates[name] = {
             "heads": list(heads), "command": command, "wall_seconds": wall,
             "aux_group_top1_held_out": aux, "base_group_top1_held_out": base,
@@ -132,7 +133,7 @@ def select_phase(runs):
     selection = {"seed": SELECTION_SEED, "candidates": candidates, "chosen": chosen,
                  "precondition_met": candidates[chosen]["passes"],
                  "alpha": candidates[chosen]["best_alpha_held_out"]}
-    rundir.write_json(os.path.join(runs, "selection.json"), selection)
+    run_files.write_json(os.path.join(runs, "selection.json"), selection)
     print(json.dumps({k: selection[k] for k in ("chosen", "precondition_met", "alpha")}))
     return selection
 
@@ -150,7 +151,7 @@ def check_recipe(selection):
 
 
 def test_phase(runs):
-    check_recipe(rundir.read_json(os.path.join(runs, "selection.json")))
+    check_recipe(run_files.read_json(os.path.join(runs, "selection.json")))
     for seed in SEEDS:
         for config in CONFIGS:
             folder = run_dir(runs, config, seed)
@@ -174,22 +175,22 @@ def collect(runs):
             folder = run_dir(runs, config, seed)
             if not summary.finished_runs(folder):
                 continue
-            metrics = rundir.read_json(os.path.join(folder, rundir.METRICS_FILE))
+            metrics = run_files.read_json(os.path.join(folder, run_files.METRICS_FILE))
             record = {"config": config, "seed": seed, "base_top1": metrics["base_top1"],
                       "joint_top1": metrics["joint_top1"],
                       "command": (f"python3 -m ssal_keras.train --flagfile={RECIPES[config]} "
                                   f"--seed={seed} --model_dir={folder}"),
                       "wall_seconds": metrics["wall_seconds"]}
             if config == "baseline":  # no branches: its implied accuracy on the SSAL groupings
-                confusion = np.load(os.path.join(folder, rundir.HELD_OUT_CONFUSION_FILE))
+                confusion = np.load(os.path.join(folder, run_files.HELD_OUT_CONFUSION_FILE))
                 record["aux_group_top1_held_out"] = []
                 record["base_group_top1_held_out"] = [_base_group_accuracy(confusion, g)
                                                       for g in join]
             else:
-                path = os.path.join(folder, rundir.ANALYSIS_DIR, "errors.json")
+                path = os.path.join(folder, run_files.ANALYSIS_DIR, "errors.json")
                 if not os.path.exists(path):
                     continue
-                analysis = rundir.read_json(path)
+                analysis = run_files.read_json(path)
                 aux, base = held_out_margins(analysis)
                 record["aux_group_top1_held_out"] = aux
                 record["base_group_top1_held_out"] = base
@@ -260,18 +261,18 @@ def report_phase(runs, docs):
         raise SystemExit(f"no finished test run in {runs}: run the test phase first.")
     comparisons = compare(records)
     selection_path = os.path.join(runs, "selection.json")
-    rundir.write_json(os.path.join(docs, "fair_test.json"), {
+    run_files.write_json(os.path.join(docs, "fair_test.json"), {
         "protocol": ("BUILD_NOTES.md, 'Fair test on Fashion-MNIST (issue 10): protocol', "
                      "committed before the first run (db1edb1). Seeds paired; alpha fixed from "
                      "the held-out sweep of phase 1; verdict 'beats' when mean - 2 SE > 0, "
                      "'below' when mean + 2 SE < 0."),
-        "selection": rundir.read_json(selection_path) if os.path.exists(selection_path) else None,
+        "selection": run_files.read_json(selection_path) if os.path.exists(selection_path) else None,
         "runs": records,
         "comparisons": comparisons,
     })
     baseline = summary.stats([r["base_top1"] for r in records if r["config"] == "baseline"])
     if baseline:
-        rundir.write_json(os.path.join(docs, "quick_start_reference.json"), {
+        run_files.write_json(os.path.join(docs, "quick_start_reference.json"), {
             "top1": baseline["mean"], "std": baseline["std"], "seeds": baseline["n"],
             "label": f"the baseline of this recipe ({RECIPES['baseline']}), mean ± sd",
             "explained_in": "BUILD_NOTES.md, 'Fair test on Fashion-MNIST' and 'Quick start'"})

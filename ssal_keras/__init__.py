@@ -9,10 +9,11 @@ Importing the package registers its Keras layers and models, so ``.keras`` files
 ``safe_mode=True``.
 """
 
-from ssal_keras import backbones, blocks, grouping, heads, weight_decay
-from ssal_keras.joint import JointPrediction
-from ssal_keras.model import Branch, SSALModel
-from ssal_keras.paper import PAPER_MODELS, paper_model
+from ssal_keras import grouping
+from ssal_keras.modeling import backbones, blocks, heads, weight_decay
+from ssal_keras.modeling.joint import JointPrediction
+from ssal_keras.modeling.model import Branch, SSALModel
+from ssal_keras.modeling.paper import PAPER_MODELS, paper_model
 
 __all__ = [
     "Branch",

@@ -21,12 +21,11 @@ import math
 import os
 
 import numpy as np
-
 from absl import flags
 
-from ssal_keras import (attacks, cam, cli, data, error_analysis, evaluation, plots, rundir, summary,
-                        trained_run)
-from ssal_keras.model import aux_name
+from ssal_keras import cli, data, runs
+from ssal_keras.analysis import attacks, cam, error_analysis, plots, scoring, summary
+from ssal_keras.modeling.model import aux_name
 
 COMMANDS = ("cam", "adversarial", "errors", "summary")
 ALPHA_SPLITS = ("held_out", "test")
@@ -60,7 +59,7 @@ def _load():
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
     if _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
-    return trained_run.load(_MODEL_DIR.value)
+    return runs.load(_MODEL_DIR.value)
 
 
 def _test_data(run, *, held_out=False):
@@ -75,11 +74,11 @@ def _test_data(run, *, held_out=False):
 
 
 def _output_dir(run):
-    return _OUTPUT_DIR.value or os.path.join(run.model_dir, rundir.ANALYSIS_DIR)
+    return _OUTPUT_DIR.value or os.path.join(run.model_dir, runs.ANALYSIS_DIR)
 
 
 def _write(path, report):
-    rundir.write_json(path, report)
+    runs.write_json(path, report)
     print(f"wrote {path}", flush=True)
 
 
@@ -92,13 +91,13 @@ def cam_command():
     if _NUM_IMAGES.value < 2:
         raise cli.UsageError(f"--num_images must be >= 2 (one incorrect and one correct "
                              f"prediction at least); received {_NUM_IMAGES.value}.")
-    output = _OUTPUT.value or os.path.join(_MODEL_DIR.value or ".", rundir.ANALYSIS_DIR, "cam.png")
+    output = _OUTPUT.value or os.path.join(_MODEL_DIR.value or ".", runs.ANALYSIS_DIR, "cam.png")
     if not output.lower().endswith(".png"):
         raise cli.UsageError(f"--output={output} must name a .png file.")
     run = _load()
     dataset, batches = _test_data(run)
     names = run.class_names or dataset.class_names
-    groupings = evaluation.model_groupings(run.model)
+    groupings = scoring.model_groupings(run.model)
     chosen, scanned = cam.select_examples(run.model, batches,
                                           incorrect=math.ceil(_NUM_IMAGES.value / 2),
                                           correct=_NUM_IMAGES.value // 2)
@@ -167,14 +166,14 @@ def errors_command():
         except ValueError:
             raise cli.UsageError(f"alpha {raw!r} is not a number; e.g. --alphas=0,0.3,0.5.") from None
     run = _load()
-    groupings = evaluation.model_groupings(run.model)
+    groupings = scoring.model_groupings(run.model)
     if not groupings:
         raise cli.UsageError(f"the run in {run.model_dir} has no SSAL branches: the error "
                              "analysis compares branches with the base; give an SSAL run.")
     held_out = _ALPHA_SPLIT.value == "held_out"
     _, test_batches, *rest = _test_data(run, held_out=held_out)
-    test_outputs, test_labels = evaluation.predict_outputs(run.model, test_batches)
-    sweep_outputs, sweep_labels = (evaluation.predict_outputs(run.model, rest[0]) if held_out
+    test_outputs, test_labels = scoring.predict_outputs(run.model, test_batches)
+    sweep_outputs, sweep_labels = (scoring.predict_outputs(run.model, rest[0]) if held_out
                                    else (test_outputs, test_labels))
     sweep, best = error_analysis.alpha_sweep(sweep_outputs, sweep_labels, groupings, alphas)
     test_sweep, _ = error_analysis.alpha_sweep(test_outputs, test_labels, groupings, alphas)
@@ -229,7 +228,7 @@ def summary_command():
         folders = summary.finished_runs(pattern)
         if not folders:
             raise cli.UsageError(f"--runs={entry}: no finished run folder (with a completed "
-                                 f"{rundir.METRICS_FILE}) matches {pattern}.")
+                                 f"{runs.METRICS_FILE}) matches {pattern}.")
         groups.append((label, folders))
     report = summary.summarize(groups)
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
@@ -237,7 +236,7 @@ def summary_command():
     for path in summary.write_figures(report, prefix):
         print(f"wrote {path}", flush=True)
     table = summary.markdown_table(report)
-    rundir.write_text(f"{prefix}.md", table)
+    runs.write_text(f"{prefix}.md", table)
     _write(f"{prefix}.json", report)
     print(table, flush=True)
 

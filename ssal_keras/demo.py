@@ -14,7 +14,7 @@ import time
 
 from absl import flags
 
-from ssal_keras import cli, rundir
+from ssal_keras import cli, runs
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the Fashion-MNIST IDX files "
                                 "(default: Debian's /usr/share/datasets/fashion-mnist).")
@@ -37,7 +37,7 @@ HELD_OUT_FRACTION = 0.1
 
 
 def _backbone(num_classes):
-    from ssal_keras import backbones
+    from ssal_keras.modeling import backbones
 
     return backbones.build("resnet_fashion_mnist", num_classes=num_classes)
 
@@ -129,7 +129,7 @@ def run():
         for index, g in enumerate(groupings):
             grouping.save_grouping(os.path.join(_OUTPUT_DIR.value, f"grouping_{index}.txt"), g)
         path = os.path.join(_OUTPUT_DIR.value, "ssal.keras")
-        rundir.save_model(model, path)
+        runs.save_model(model, path)
         print(f"  wrote {path} and the groupings")
 
 

@@ -9,7 +9,8 @@ import json
 
 from absl import flags
 
-from ssal_keras import cli, loop, rundir, trained_run
+from ssal_keras import cli, runs
+from ssal_keras.analysis import scoring
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A run folder holding model.keras.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset spec (default: the run's --dataset).")
@@ -27,20 +28,19 @@ def run():
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
     if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
-    run = trained_run.load(_MODEL_DIR.value)
+    run = runs.load(_MODEL_DIR.value)
     dataset, _ = run.load_data(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
                                eval_examples=_EVAL_EXAMPLES.value)
     model = run.model
-    spec = _DATASET.value or run.flags.get("dataset", "fashion_mnist")
-    metrics, _ = loop.score(
-        model, dataset.eval, batch_size=_BATCH_SIZE.value or int(
-            run.flags.get("eval_batch_size") or 256),
+    spec = _DATASET.value or (run.config.dataset if run.config else "fashion_mnist")
+    metrics, _ = scoring.score(
+        model, dataset.eval, batch_size=_BATCH_SIZE.value or run.eval_batch_size,
         image_size=dataset.image_size, jit_compile=run.jit_compile)
     metrics = {"dataset": spec, **metrics}
     text = json.dumps(metrics)
     print(text, flush=True)
     if _OUTPUT.value:
-        rundir.write_json(_OUTPUT.value, metrics)
+        runs.write_json(_OUTPUT.value, metrics)
 
 
 if __name__ == "__main__":

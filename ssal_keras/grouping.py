@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from ssal_keras import rundir
+from ssal_keras import runs
 
 CRITERIA = ("join_similar", "split_similar")
 TIE_BREAKS = ("random", "authors")
@@ -565,7 +565,7 @@ def save_grouping(path, grouping):
         OSError: if the file cannot be written.
     """
     array = validate_grouping(grouping)
-    rundir.write_text(os.fspath(path), "".join(f"{int(g)}\n" for g in array))
+    runs.write_text(os.fspath(path), "".join(f"{int(g)}\n" for g in array))
 
 
 def load_grouping(path, num_classes=None):

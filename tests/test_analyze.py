@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssal_keras import attacks, cam, error_analysis, trained_run
-from ssal_keras.model import aux_name
+from ssal_keras import runs as run_files
+from ssal_keras.analysis import attacks, cam, error_analysis
+from ssal_keras.modeling.model import aux_name
 from tests.test_train import ROOT, fashion_dir, one_error_line, run_train  # noqa: F401
 
 SSAL_RECIPE = "--flagfile=models/fashion_mnist_ssal.flags"
@@ -203,7 +204,7 @@ def test_bim_lowers_the_base_accuracy_of_a_trained_model(runs, analysed):
 
 
 def test_attacks_stay_in_the_epsilon_ball_and_the_pixel_range(runs):
-    model = trained_run.load(runs["ssal"][0]).model
+    model = run_files.load(runs["ssal"][0]).model
     images = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype("float32")
     images[:, :4] = 0.0
     images[:, -4:] = 255.0
@@ -240,7 +241,7 @@ def test_cam_command_writes_the_figure_and_its_json(runs, analysed):
 
 
 def test_cam_maps_have_the_input_size_and_are_not_constant(runs):
-    run = trained_run.load(runs["ssal"][0])
+    run = run_files.load(runs["ssal"][0])
     dataset, _ = run.load_data()
     from ssal_keras import data
 

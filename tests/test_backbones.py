@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import ssal_keras
-from ssal_keras import backbones
-from ssal_keras.backbones import Tap
+from ssal_keras.modeling import backbones
+from ssal_keras.modeling.backbones import Tap
 
 _NUM_CLASSES = {
     "resnet18_tiny_imagenet": 200,

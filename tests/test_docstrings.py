@@ -4,7 +4,8 @@ import doctest
 
 import pytest
 
-from ssal_keras import grouping, joint, model
+from ssal_keras import grouping
+from ssal_keras.modeling import joint, model
 
 
 @pytest.mark.parametrize("module", [grouping, joint, model], ids=lambda m: m.__name__)

@@ -25,7 +25,7 @@ import pytest
 
 import ssal_keras
 import ssal_keras.export as export
-from ssal_keras import backbones
+from ssal_keras.modeling import backbones
 
 TOLERANCE = 1e-4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

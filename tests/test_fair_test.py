@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from ssal_keras import rundir, summary
+from ssal_keras import runs as run_files
+from ssal_keras.analysis import summary
 from tests.test_train import ROOT
 
 SCRIPT = os.path.join(ROOT, "models", "fair_test_fashion_mnist.py")
@@ -38,13 +39,13 @@ def test_paired_comparison_refuses_unpaired_values():
 
 
 def _write_run(folder, *, base, joint, aux=None, base_group=None, confusion=None):
-    os.makedirs(os.path.join(folder, rundir.ANALYSIS_DIR))
-    rundir.write_json(os.path.join(folder, rundir.METRICS_FILE), {
+    os.makedirs(os.path.join(folder, run_files.ANALYSIS_DIR))
+    run_files.write_json(os.path.join(folder, run_files.METRICS_FILE), {
         "completed": True, "base_top1": base, "joint_top1": joint, "wall_seconds": 300.0})
     if confusion is not None:
-        np.save(os.path.join(folder, rundir.HELD_OUT_CONFUSION_FILE), confusion)
+        np.save(os.path.join(folder, run_files.HELD_OUT_CONFUSION_FILE), confusion)
     if aux is not None:
-        rundir.write_json(os.path.join(folder, rundir.ANALYSIS_DIR, "errors.json"), {"held_out": {
+        run_files.write_json(os.path.join(folder, run_files.ANALYSIS_DIR, "errors.json"), {"held_out": {
             "branches": [{"aux_accuracy": a, "base_group_accuracy": g}
                          for a, g in zip(aux, base_group)]}})
 

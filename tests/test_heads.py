@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssal_keras import heads
+from ssal_keras.modeling import heads
 
 
 def head_model(input_shape, layout, num_groups=7, style=None):

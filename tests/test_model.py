@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import ssal_keras
-from ssal_keras import backbones
+from ssal_keras.modeling import backbones
 
 NUM_CLASSES = 6
 # Two groupings whose ids differ from the fine labels, so a metric fed the wrong targets

@@ -18,7 +18,7 @@ import pytest
 
 import ssal_keras
 import ssal_keras.export as export
-from ssal_keras import backbones
+from ssal_keras.modeling import backbones
 
 PIL = pytest.importorskip("PIL.Image")
 

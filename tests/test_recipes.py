@@ -14,7 +14,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 import ssal_keras
-from ssal_keras import backbones, data, heads, train  # noqa: F401  (train defines flags)
+from ssal_keras import data, train
+from ssal_keras.modeling import backbones, heads  # noqa: F401  (train defines flags)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "models", "*.flags")))

@@ -4,9 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from ssal_keras.losses import SparseCrossentropy, sparse_crossentropy
-from ssal_keras.schedules import (EpochTriangularSchedule, PiecewiseLinearSchedule,
-                                  WarmupSchedule)
+from ssal_keras.modeling.losses import SparseCrossentropy, sparse_crossentropy
+from ssal_keras.training.schedules import (
+    EpochTriangularSchedule,
+    PiecewiseLinearSchedule,
+    WarmupSchedule,
+)
 
 
 def rates(schedule, steps):

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import ssal_keras
-from ssal_keras import weight_decay
+from ssal_keras.modeling import weight_decay
 
 
 def tiny_ssal_model():
@@ -76,12 +76,12 @@ def test_bad_classes(decayed, aux_decayed, match):
 def test_trainer_adds_rate_times_weight_to_the_gradient():
     """One SGD step at learning rate 1 without momentum: each weight moves by its gradient
     plus rate * w; a class outside both lists (BatchNorm here) moves by its gradient alone."""
-    from ssal_keras import loop  # noqa: PLC0415  (TensorFlow's trainer)
+    from ssal_keras.training import trainer  # noqa: PLC0415  (TensorFlow's trainer)
 
     model = tiny_ssal_model()
     rates = weight_decay.decay_rates(model, weight_decay=0.5, aux_weight_decay=0.25,
                                      decayed=["conv_bias"], aux_decayed=["aux_dense_kernel"])
-    trainer = loop.Trainer.__new__(loop.Trainer)  # only the step's arithmetic is exercised
+    trainer = trainer.Trainer.__new__(trainer.Trainer)  # only the step's arithmetic is exercised
     trainer.model, trainer.decay_rates = model, rates
     trainer.strategy = tf.distribute.get_strategy()
     trainer.global_batch_size, trainer.label_smoothing = 2, 0.0

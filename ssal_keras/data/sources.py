@@ -9,7 +9,7 @@ Dataset specs (``load(spec)``; the trainer's ``--dataset``):
   ``data_dir`` (never downloaded). Default splits: ``train``, and ``test`` or, for a dataset
   without one, ``validation``. ``NAME`` may carry a config and version
   (``cifar10_corrupted/brightness_1:1.0.0``); splits may be sliced (``train[:90%]``).
-- ``"folder:PATH"``: one sub-folder of images per class (``folder.py`` has both layouts).
+- ``"folder:PATH"``: one sub-folder of images per class (``image_folder.py`` has both layouts).
 - ``"npz:PATH"``: arrays ``x_train, y_train, x_test, y_test`` (the ``keras.datasets`` layout),
   images ``(N, H, W)`` or ``(N, H, W, C)`` in raw pixel values, optional ``class_names``.
 
@@ -45,7 +45,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ssal_keras.data import fashion_mnist, folder
+from ssal_keras.data import fashion_mnist, image_folder
 
 SPEC_FORMS = "fashion_mnist, tfds:NAME[:TRAIN_SPLIT:EVAL_SPLIT], folder:PATH, npz:PATH"
 _HELD_OUT_SEED = 20200110  # fixed: the held-out part must not depend on the run's seed
@@ -243,7 +243,7 @@ def _array_split(images, labels):
 
 def _file_split(split, image_shape):
     def decode(path, label):
-        return folder.decode_file(path, label, image_shape=image_shape)
+        return image_folder.decode_file(path, label, image_shape=image_shape)
 
     def read(indices):
         files = tf.data.Dataset.from_tensor_slices((split.paths[indices], split.labels[indices]))
@@ -272,7 +272,7 @@ def _fashion_mnist_source(data_dir):
 
 
 def _folder_source(path, mixed_sizes=False):
-    class_names, train, eval_, image_shape = folder.read_folder(path, mixed_sizes=mixed_sizes)
+    class_names, train, eval_, image_shape = image_folder.read_folder(path, mixed_sizes=mixed_sizes)
     return _Source(_file_split(train, image_shape), _file_split(eval_, image_shape),
                    class_names, image_shape)
 

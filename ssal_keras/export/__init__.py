@@ -26,7 +26,7 @@ The deployment side, ``export/onnx_predict.py`` in the repository, needs only Nu
 Runtime and Pillow.
 """
 
-from ssal_keras.export.folder import (
+from ssal_keras.export.bundle import (
     ARTIFACTS,
     FORMATS,
     METADATA,

@@ -23,7 +23,7 @@ import os
 from absl import flags, logging
 
 from ssal_keras import cli
-from ssal_keras.export import folder, formats, serving
+from ssal_keras.export import bundle, formats, serving
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Run folder holding model.keras (and optionally class_names.json)."
@@ -64,7 +64,7 @@ def _run():
         raise cli.UsageError("--model_dir is required (the run folder holding model.keras).")
     if not _OUTPUT_DIR.value:
         raise cli.UsageError("--output_dir is required (the folder to write the export to).")
-    chosen = folder.check_formats(_FORMATS.value)
+    chosen = bundle.check_formats(_FORMATS.value)
     alpha = _ALPHA.value
     if alpha is not None and not alpha >= 0:
         raise cli.UsageError(f"--alpha must be >= 0 (the paper uses 0.3-0.5); received {alpha}.")
@@ -74,10 +74,10 @@ def _run():
         raise cli.UsageError(
             f"--outputs is empty; give {'|'.join(serving.OUTPUT_CHOICES)} or output names."
         )
-    folder._check_output_dir(_OUTPUT_DIR.value, _OVERWRITE.value)
+    bundle._check_output_dir(_OUTPUT_DIR.value, _OVERWRITE.value)
 
-    model, class_names = folder.load_run(_MODEL_DIR.value)
-    meta = folder.export_folder(
+    model, class_names = bundle.load_run(_MODEL_DIR.value)
+    meta = bundle.export_folder(
         model,
         _OUTPUT_DIR.value,
         formats=chosen,
@@ -103,7 +103,7 @@ def _run():
             f"computes in float32; the model was trained under {', '.join(precision['trained'])}"
             f" (max |float32 - that policy| = {precision['max_abs_diff_to_trained']:.2g})"
         )
-    print(f"wrote {os.path.join(_OUTPUT_DIR.value, folder.METADATA)}")
+    print(f"wrote {os.path.join(_OUTPUT_DIR.value, bundle.METADATA)}")
 
 
 def main():

@@ -9,9 +9,9 @@ alone for a plain Keras classifier (a baseline run has no branches, hence no joi
 import keras
 import numpy as np
 
-from ssal_keras.evaluation import outputs_by_name
-from ssal_keras.joint import validate_alpha
-from ssal_keras.model import BASE, JOINT, SSALModel, aux_name
+from ssal_keras.analysis.scoring import outputs_by_name
+from ssal_keras.modeling.joint import validate_alpha
+from ssal_keras.modeling.model import BASE, JOINT, SSALModel, aux_name
 
 INPUT_NAME = "images"
 """The name of the exported graph's input (SavedModel signature and ONNX alike)."""

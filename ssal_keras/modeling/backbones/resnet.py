@@ -24,8 +24,8 @@ Layer names (fixed, tested):
 import keras
 from keras import layers
 
-from ssal_keras import blocks
-from ssal_keras.backbones import common
+from ssal_keras.modeling import blocks
+from ssal_keras.modeling.backbones import common
 
 # The authors' Keras ResNet (AUTHORS.md 9.1, ResNet_aux_tf.py): convs keep Keras's default
 # bias and he_normal (TF 1.x: truncated) init, the classifier is he_normal too, and every

@@ -13,20 +13,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from ssal_keras import backbones
 from ssal_keras import grouping as grouping_lib
-from ssal_keras import heads
-from ssal_keras.joint import JointPrediction, validate_alpha
-from ssal_keras.losses import SparseCrossentropy
+from ssal_keras.modeling import backbones, heads
+from ssal_keras.modeling.joint import JointPrediction, validate_alpha
+from ssal_keras.modeling.losses import SparseCrossentropy
+from ssal_keras.modeling.outputs import BASE, JOINT, aux_name
 
-BASE = "base"
-JOINT = "joint"
 OBJECTIVES = ("multitask", "joint")
-
-
-def aux_name(index):
-    """The output name of branch ``index``: ``aux_0``, ``aux_1``, ..."""
-    return f"aux_{index}"
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""A finished training run read back: its model, class names, flags and data.
+"""A finished training run read back: its model, class names, typed config and data.
 
 Every tool that works on a run folder (``evaluate``, ``analyze``, ``export``) reads it here, so
 a run folder is checked, and its data found again, in one way.
@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 
-from ssal_keras import rundir
+from ssal_keras.runs import writer
 
 
 @dataclasses.dataclass
@@ -19,13 +19,14 @@ class TrainedRun:
         model_dir: str. The run folder.
         model: keras.Model. ``model.keras`` (an ``SSALModel`` or a plain classifier).
         class_names: list of str or None. ``class_names.json``.
-        flags: dict. The resolved training flags (``flags.txt``), ``{}`` when absent.
+        config: RunConfig or None. The run's settings (``run.json``, or an older run's
+            ``flags.txt``); None for a folder holding only a model.
     """
 
     model_dir: str
     model: object
     class_names: list | None
-    flags: dict
+    config: object | None
 
     def load_data(self, *, dataset=None, data_dir=None, eval_examples=None, held_out=False):
         """The run's dataset again: its evaluation split and, on request, its held-out part.
@@ -44,21 +45,21 @@ class TrainedRun:
             ValueError: when the data's images do not fit the model, or ``held_out`` is asked
                 of a run that kept none.
         """
-        from ssal_keras import data
+        from ssal_keras import data  # noqa: PLC0415  (TensorFlow's input pipelines)
 
-        spec = dataset or self.flags.get("dataset", "fashion_mnist")
-        if eval_examples is None and self.flags.get("eval_examples"):
-            eval_examples = int(self.flags["eval_examples"])
-        held_out_examples = int(self.flags.get("held_out_examples") or 0)
+        config = self.config
+        spec = dataset or (config.dataset if config else "fashion_mnist")
+        if eval_examples is None and config:
+            eval_examples = config.eval_examples
+        held_out_examples = config.held_out_examples if config else 0
         if held_out and not held_out_examples:
             raise ValueError(f"the run in {self.model_dir} kept no held-out training images "
-                             "(--held_out_examples=0); train with --held_out_examples=N, or "
+                             "(held_out_examples=0); train with --held_out_examples=N, or "
                              "use the test split.")
-        image_size = int(self.flags["image_size"]) if self.flags.get("image_size") else None
         loaded, held_out_split = data.load(
-            spec, data_dir=data_dir or self.flags.get("data_dir") or None, train_examples=1,
+            spec, data_dir=data_dir or (config.data_dir if config else None), train_examples=1,
             eval_examples=eval_examples, held_out_examples=held_out_examples if held_out else 0,
-            image_size=image_size)
+            image_size=config.image_size if config else None)
         expected = tuple(self.model.inputs[0].shape[1:])
         if tuple(loaded.image_shape) != expected:
             raise ValueError(f"{spec} has images of {loaded.image_shape} but the model takes "
@@ -67,10 +68,38 @@ class TrainedRun:
 
     @property
     def jit_compile(self):
-        """Whether the run compiled with XLA (``--jit_compile``, on unless ``--nojit_compile``),
-        so an evaluation here compiles its forward pass as the run's own did."""
-        return self.flags.get("nojit_compile") != "true" and self.flags.get(
-            "jit_compile", "true") != "false"
+        """Whether the run compiled with XLA, so an evaluation here compiles its forward pass
+        as the run's own did."""
+        return self.config.jit_compile if self.config else True
+
+    @property
+    def eval_batch_size(self):
+        """The run's evaluation batch size (bfloat16 figures depend on the batch shapes)."""
+        return self.config.eval_batch_size if self.config else 256
+
+
+def read_config(model_dir):
+    """The ``RunConfig`` a run was started with: ``run.json``, else an older run's
+    ``flags.txt`` (flagfile lines, read as they were written); None when it has neither.
+
+    Raises:
+        ValueError: naming the file, when it holds no valid config.
+    """
+    from ssal_keras.training import config as config_lib  # noqa: PLC0415  (model code)
+
+    path = os.path.join(model_dir, writer.CONFIG_FILE)
+    legacy = os.path.join(model_dir, writer.LEGACY_FLAGS_FILE)
+    try:
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return config_lib.RunConfig.from_json(f.read())
+        if os.path.exists(legacy):
+            return config_lib.RunConfig.from_legacy_flags(legacy)
+    except ValueError as error:
+        shown = path if os.path.exists(path) else legacy
+        raise ValueError(f"{shown} holds no valid run config ({error}); restore the "
+                         "file, or train into a new --model_dir.") from None
+    return None
 
 
 def load(model_dir):
@@ -88,11 +117,11 @@ def load(model_dir):
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model_dir {model_dir} does not exist; give a run folder "
-                                f"holding {rundir.MODEL_FILE}.")
-    path = os.path.join(model_dir, rundir.MODEL_FILE)
+                                f"holding {writer.MODEL_FILE}.")
+    path = os.path.join(model_dir, writer.MODEL_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"no {rundir.MODEL_FILE} in {model_dir}: the run has not finished (resume it with "
+            f"no {writer.MODEL_FILE} in {model_dir}: the run has not finished (resume it with "
             f"python -m ssal_keras.train and its flags) or this is not a run folder.")
     try:
         model = keras.saving.load_model(path, safe_mode=True)
@@ -101,7 +130,7 @@ def load(model_dir):
         raise ValueError(f"cannot load {path} as a Keras model ({type(error).__name__}: "
                          f"{message}); re-save it with model.save().") from None
     class_names = None
-    names_path = os.path.join(model_dir, rundir.CLASS_NAMES_FILE)
+    names_path = os.path.join(model_dir, writer.CLASS_NAMES_FILE)
     if os.path.exists(names_path):
         try:
             with open(names_path, encoding="utf-8") as f:
@@ -109,4 +138,4 @@ def load(model_dir):
         except (OSError, ValueError) as error:
             raise ValueError(f"cannot read {names_path}: {error}.") from None
     return TrainedRun(model_dir=model_dir, model=model, class_names=class_names,
-                      flags=rundir.read_flags(model_dir))
+                      config=read_config(model_dir))

@@ -27,8 +27,8 @@ import math
 import keras
 from keras import layers
 
-from ssal_keras import blocks
-from ssal_keras.backbones import common
+from ssal_keras.modeling import blocks
+from ssal_keras.modeling.backbones import common
 
 # The authors' Keras DenseNet (AUTHORS.md 5, 6, 9.4): bias-free orthogonal convs
 # (train.py:237, 249), a glorot_uniform classifier, BatchNorm epsilon 1.1e-5 and Keras's

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ssal_keras import blocks
+from ssal_keras.modeling import blocks
 
 
 def check_num_classes(num_classes):

@@ -30,7 +30,7 @@ import re
 
 from keras import layers
 
-from ssal_keras import blocks
+from ssal_keras.modeling import blocks
 
 DEFAULT_HEAD = ("cbr(128,3)", "cbr(256,3)", "gap", "dense(256)")
 """The head used when a branch names none: the Tiny ImageNet AuxNet of Table 6, slimmed."""

@@ -3,12 +3,15 @@
 
 import inspect
 
-from ssal_keras.backbones import common
-from ssal_keras.backbones.densenet import DENSENET_BC_SPECS, densenet_bc
-from ssal_keras.backbones.resnet import (
-    PREACT_RESNET_SPECS, preact_resnet, resnet50_keras_applications, torchvision_resnet,
+from ssal_keras.modeling.backbones import common
+from ssal_keras.modeling.backbones.densenet import DENSENET_BC_SPECS, densenet_bc
+from ssal_keras.modeling.backbones.resnet import (
+    PREACT_RESNET_SPECS,
+    preact_resnet,
+    resnet50_keras_applications,
+    torchvision_resnet,
 )
-from ssal_keras.backbones.wrn import WIDE_RESNET_SPECS, wide_resnet
+from ssal_keras.modeling.backbones.wrn import WIDE_RESNET_SPECS, wide_resnet
 
 # name -> (family builder, the variant's arguments, the paper's input shape).
 _BACKBONES = {

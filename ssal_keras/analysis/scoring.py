@@ -5,22 +5,11 @@ each branch is scored on its own targets (the group of the label).
 """
 
 import numpy as np
+import tensorflow as tf
 
+from ssal_keras import data
 from ssal_keras import grouping as grouping_lib
-
-
-def outputs_by_name(outputs):
-    """A model's outputs as a dict: an SSAL model's as they are (``base``, ``aux_<b>``,
-    ``joint``), a plain classifier's single output (a tensor, or a dict or list of one) as
-    ``base``."""
-    if isinstance(outputs, dict) and "base" in outputs:
-        return dict(outputs)
-    if isinstance(outputs, (dict, list, tuple)) and len(outputs) == 1:
-        (outputs,) = outputs.values() if isinstance(outputs, dict) else outputs
-    if isinstance(outputs, (dict, list, tuple)):
-        raise ValueError(f"the model has {len(outputs)} outputs and none is named 'base'; give "
-                         "a classifier with one output, or an SSALModel.")
-    return {"base": outputs}
+from ssal_keras.modeling.outputs import BASE, JOINT, aux_name, model_groupings, outputs_by_name
 
 
 def _top_k_hits(probabilities, labels, k):
@@ -78,11 +67,6 @@ class Accuracy:
         }
 
 
-def model_groupings(model):
-    """The groupings of an SSAL model's branches; empty for a plain classifier."""
-    return [b.grouping for b in getattr(model, "branches", [])]
-
-
 def evaluate(model, batches, *, predict=None):
     """Scores a model on batches of ``(images, labels)``.
 
@@ -120,3 +104,29 @@ def predict_outputs(model, batches):
     if not labels:
         raise ValueError("no examples to predict on; the data split is empty.")
     return {k: np.concatenate(v) for k, v in gathered.items()}, np.concatenate(labels)
+
+
+def compiled_predict(model, *, jit_compile):
+    """``images -> outputs`` of ``model`` in inference mode, as one ``tf.function``."""
+    return tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
+
+
+def score(model, split, *, batch_size, image_size=None, jit_compile=True, predict=None):
+    """The one evaluation of a model on an unbatched split (``scoring.evaluate``'s metrics
+    and confusion matrix): what the trainer records after every epoch and what
+    ``python -m ssal_keras.evaluate`` reports. Same batches and the same compiled function
+    give the same figures bit for bit, under mixed precision too (bfloat16 results depend on
+    XLA and on the batch shapes, so both take the run's ``--jit_compile`` and
+    ``--eval_batch_size``).
+
+    Args:
+        model: keras.Model. An ``SSALModel`` or a plain classifier.
+        split: tf.data.Dataset. Unbatched ``(image, label)`` examples.
+        batch_size: int. Evaluation batch size.
+        image_size: int or None. Resize and centre-crop to this size (``data.eval_pipeline``).
+        jit_compile: bool. Compile the forward pass with XLA (when ``predict`` is None).
+        predict: callable or None. A ``compiled_predict`` of ``model`` to reuse.
+    """
+    batches = data.eval_pipeline(split, batch_size=batch_size, image_size=image_size)
+    predict = predict or compiled_predict(model, jit_compile=jit_compile)
+    return evaluate(model, batches, predict=predict)

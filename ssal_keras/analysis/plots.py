@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ssal_keras import rundir
+from ssal_keras import runs
 
 _OUTPUT_STYLES = {"base": ("tab:blue", "o"), "joint": ("tab:red", "s")}
 _AUX_COLOURS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
@@ -27,7 +27,7 @@ def _save(figure, path):
         figure.savefig(staged, format="png", dpi=110, bbox_inches="tight")
         with open(staged, "rb") as f:
             content = f.read()
-    rundir.write_bytes(path, content)
+    runs.write_bytes(path, content)
 
 
 def _series_style(name):

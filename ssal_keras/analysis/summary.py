@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
-from ssal_keras import attacks, plots, rundir
-from ssal_keras.model import aux_name
+from ssal_keras import runs
+from ssal_keras.analysis import attacks, plots
+from ssal_keras.modeling.model import aux_name
 
 # Line styles of the groups in a figure comparing them (first group: the reference).
 _GROUP_LINE_STYLES = ("--", "-", ":", "-.")
@@ -56,13 +57,13 @@ def paired_comparison(a_values, b_values, *, z=2.0):
 def finished_runs(pattern):
     """Run folders matching the glob ``pattern`` whose ``metrics.json`` says completed."""
     folders = sorted(f for f in glob.glob(pattern) if os.path.isdir(f))
-    return [f for f in folders if os.path.exists(os.path.join(f, rundir.METRICS_FILE))
-            and rundir.read_json(os.path.join(f, rundir.METRICS_FILE)).get("completed")]
+    return [f for f in folders if os.path.exists(os.path.join(f, runs.METRICS_FILE))
+            and runs.read_json(os.path.join(f, runs.METRICS_FILE)).get("completed")]
 
 
 def _analysis(folder, name):
-    path = os.path.join(folder, rundir.ANALYSIS_DIR, name)
-    return rundir.read_json(path) if os.path.exists(path) else None
+    path = os.path.join(folder, runs.ANALYSIS_DIR, name)
+    return runs.read_json(path) if os.path.exists(path) else None
 
 
 def _average_curves(reports):
@@ -96,7 +97,7 @@ def summarize(groups):
     """
     summary = {}
     for label, folders in groups:
-        metrics = [rundir.read_json(os.path.join(f, rundir.METRICS_FILE)) for f in folders]
+        metrics = [runs.read_json(os.path.join(f, runs.METRICS_FILE)) for f in folders]
         entry = {
             "runs": list(folders),
             "base_top1": stats([m["base_top1"] for m in metrics]),

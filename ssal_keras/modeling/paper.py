@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from ssal_keras import backbones
-from ssal_keras.model import Branch, SSALModel
+from ssal_keras.modeling import backbones
+from ssal_keras.modeling.model import Branch, SSALModel
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The files of a run folder, each written atomically (a kill never leaves half a file).
 
-A run folder ``DIR`` holds: ``flags.txt`` (the resolved flags, usable as a flagfile),
+A run folder ``DIR`` holds: ``run.json`` (the run's ``RunConfig``: every setting, typed),
 ``class_names.json``, ``groupings/`` (``grouping_<b>.txt``, and ``confusion.npy`` when they were
 derived), ``checkpoints/``, ``tensorboard/``, ``held_out_confusion.npy`` (a baseline's
 confusion on held-out training images, for ``--groupings=auto``), ``metrics.json``,
@@ -13,7 +13,9 @@ import tempfile
 
 import numpy as np
 
-FLAGS_FILE = "flags.txt"
+CONFIG_FILE = "run.json"
+#: The record of runs written before ``run.json`` (flagfile lines), still read.
+LEGACY_FLAGS_FILE = "flags.txt"
 CLASS_NAMES_FILE = "class_names.json"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
@@ -79,29 +81,3 @@ def write_npy(path, array):
 def save_model(model, path):
     """``model.save(path)`` through a temporary ``.keras`` file (PITFALLS: save is not atomic)."""
     _replace_from_temp(path, model.save, suffix=".keras")
-
-
-def parse_flags(text, bool_names=()):
-    """``{name: value}`` of flagfile lines (``--name=value``; ``--x`` / ``--nox`` for the
-    boolean flags named in ``bool_names``, as ``"true"`` / ``"false"``)."""
-    values = {}
-    for line in (raw.strip() for raw in text.splitlines()):
-        if not line.startswith("--"):
-            continue
-        name, equals, value = line[2:].partition("=")
-        if not equals:
-            if name not in bool_names and name.startswith("no") and name[2:] in bool_names:
-                name, value = name[2:], "false"
-            else:
-                value = "true"
-        values[name] = value
-    return values
-
-
-def read_flags(run_dir, bool_names=()):
-    """The flags a run was started with (``DIR/flags.txt``); ``{}`` if it has none."""
-    path = os.path.join(run_dir, FLAGS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return parse_flags(f.read(), bool_names)

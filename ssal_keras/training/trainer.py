@@ -16,34 +16,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ssal_keras import data, distribute, evaluation, rundir, weight_decay as weight_decay_lib
-from ssal_keras.losses import sparse_crossentropy
-
-
-def compiled_predict(model, *, jit_compile):
-    """``images -> outputs`` of ``model`` in inference mode, as one ``tf.function``."""
-    return tf.function(lambda images: model(images, training=False), jit_compile=jit_compile)
-
-
-def score(model, split, *, batch_size, image_size=None, jit_compile=True, predict=None):
-    """The one evaluation of a model on an unbatched split (``evaluation.evaluate``'s metrics
-    and confusion matrix): what the trainer records after every epoch and what
-    ``python -m ssal_keras.evaluate`` reports. Same batches and the same compiled function
-    give the same figures bit for bit, under mixed precision too (bfloat16 results depend on
-    XLA and on the batch shapes, so both take the run's ``--jit_compile`` and
-    ``--eval_batch_size``).
-
-    Args:
-        model: keras.Model. An ``SSALModel`` or a plain classifier.
-        split: tf.data.Dataset. Unbatched ``(image, label)`` examples.
-        batch_size: int. Evaluation batch size.
-        image_size: int or None. Resize and centre-crop to this size (``data.eval_pipeline``).
-        jit_compile: bool. Compile the forward pass with XLA (when ``predict`` is None).
-        predict: callable or None. A ``compiled_predict`` of ``model`` to reuse.
-    """
-    batches = data.eval_pipeline(split, batch_size=batch_size, image_size=image_size)
-    predict = predict or compiled_predict(model, jit_compile=jit_compile)
-    return evaluation.evaluate(model, batches, predict=predict)
+from ssal_keras import data, runs
+from ssal_keras.analysis import scoring
+from ssal_keras.modeling import outputs
+from ssal_keras.modeling import weight_decay as weight_decay_lib
+from ssal_keras.modeling.losses import sparse_crossentropy
+from ssal_keras.training import distribute
 
 
 class NonFiniteLoss(Exception):
@@ -124,14 +102,11 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(strategy, dataset.num_train, global_batch_size)
         self.total_steps = self.steps_per_epoch * epochs
 
-        self.loss_terms = (model.loss_terms() if hasattr(model, "loss_terms") else {"base": 1.0})
+        self.loss_terms = model.loss_terms() if outputs.is_ssal(model) else {outputs.BASE: 1.0}
         self.decay_rates = weight_decay_lib.decay_rates(
             model, weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
             decayed=decayed, aux_decayed=aux_decayed)
-        self.outputs_scored = ["base"] + (
-            [f"aux_{i}" for i in range(len(model.branches))] + ["joint"]
-            if hasattr(model, "branches") else []
-        )
+        self.outputs_scored = outputs.output_names(model)
 
         # === Update step ===
         # Without XLA the step is plain graph code inside ``_train_step``: a nested
@@ -139,7 +114,7 @@ class Trainer:
         self._loss_and_gradients = (
             tf.function(self._replica_loss_and_gradients, jit_compile=True)
             if jit_compile else self._replica_loss_and_gradients)
-        self._predict = compiled_predict(model, jit_compile=jit_compile)
+        self._predict = scoring.compiled_predict(model, jit_compile=jit_compile)
 
         # === Checkpoint ===
         # The data position: plain host variables (not mirrored), saved with the weights.
@@ -150,31 +125,31 @@ class Trainer:
         task_type, task_index = distribute.task_id(strategy)
         # Only the chief writes the real folder; the others save (they must take part in the
         # save) into a scratch folder that is removed again (TF multi-worker tutorial).
-        self.checkpoint_dir = os.path.join(run_dir, rundir.CHECKPOINTS_DIR) if self.chief else (
-            os.path.join(run_dir, f".scratch_{task_type}_{task_index}", rundir.CHECKPOINTS_DIR))
+        self.checkpoint_dir = os.path.join(run_dir, runs.CHECKPOINTS_DIR) if self.chief else (
+            os.path.join(run_dir, f".scratch_{task_type}_{task_index}", runs.CHECKPOINTS_DIR))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                                   max_to_keep=3)
         self.writers = {
             split: tf.summary.create_file_writer(
-                os.path.join(run_dir, rundir.TENSORBOARD_DIR, split) if self.chief
-                else os.path.join(self.checkpoint_dir, "..", rundir.TENSORBOARD_DIR, split))
+                os.path.join(run_dir, runs.TENSORBOARD_DIR, split) if self.chief
+                else os.path.join(self.checkpoint_dir, "..", runs.TENSORBOARD_DIR, split))
             for split in ("train", "eval")
         }
 
     # --- step ------------------------------------------------------------------------------
     def _targets(self, labels):
-        if hasattr(self.model, "targets"):
+        if outputs.is_ssal(self.model):
             return self.model.targets(labels)
-        return {"base": tf.reshape(tf.cast(labels, tf.int32), [-1])}
+        return {outputs.BASE: tf.reshape(tf.cast(labels, tf.int32), [-1])}
 
     def _replica_loss_and_gradients(self, images, labels):
         """Loss, gradients and hit counts of one replica's batch (XLA-compiled)."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            outputs = evaluation.outputs_by_name(self.model(images, training=True))
+            predictions = outputs.outputs_by_name(self.model(images, training=True))
             targets = self._targets(labels)
             per_example = tf.add_n([
-                weight * sparse_crossentropy(targets[name], outputs[name],
+                weight * sparse_crossentropy(targets[name], predictions[name],
                                              label_smoothing=self.label_smoothing,
                                              label_smoothing_mode=self.label_smoothing_mode)
                 for name, weight in self.loss_terms.items()
@@ -190,7 +165,7 @@ class Trainer:
         ]
         hits = {
             name: tf.reduce_sum(tf.cast(
-                tf.equal(tf.argmax(outputs[name], axis=-1, output_type=tf.int32),
+                tf.equal(tf.argmax(predictions[name], axis=-1, output_type=tf.int32),
                          targets[name]), tf.float32))
             for name in self.outputs_scored
         }
@@ -243,7 +218,7 @@ class Trainer:
         return self._evaluate(split)[1]
 
     def _evaluate(self, split):
-        return score(self.model, split, batch_size=self.eval_batch_size,
+        return scoring.score(self.model, split, batch_size=self.eval_batch_size,
                      image_size=self.dataset.image_size, predict=self._predict)
 
     # --- loop ------------------------------------------------------------------------------

@@ -9,17 +9,13 @@ named feature maps with their channels and stride; ``resolve_tap(model, tap)`` f
 tap or layer name.
 """
 
-from ssal_keras.backbones.densenet import (
+from ssal_keras.modeling.backbones.densenet import (
     AUTHORS_DENSENET_STYLE,
     DENSENET_BC_SPECS,
     densenet_bc,
 )
-from ssal_keras.backbones.registry import (
-    BACKBONE_NAMES,
-    DEFAULT_INPUT_SHAPES,
-    build,
-)
-from ssal_keras.backbones.resnet import (
+from ssal_keras.modeling.backbones.registry import BACKBONE_NAMES, DEFAULT_INPUT_SHAPES, build
+from ssal_keras.modeling.backbones.resnet import (
     AUTHORS_RESNET_STYLE,
     PREACT_RESNET_SPECS,
     TORCHVISION_RESNET_STYLE,
@@ -27,8 +23,8 @@ from ssal_keras.backbones.resnet import (
     resnet50_keras_applications,
     torchvision_resnet,
 )
-from ssal_keras.backbones.taps import Tap, resolve_tap, taps
-from ssal_keras.backbones.wrn import AUTHORS_WRN_STYLE, WIDE_RESNET_SPECS, wide_resnet
+from ssal_keras.modeling.backbones.taps import Tap, resolve_tap, taps
+from ssal_keras.modeling.backbones.wrn import AUTHORS_WRN_STYLE, WIDE_RESNET_SPECS, wide_resnet
 
 __all__ = [
     "AUTHORS_DENSENET_STYLE",

@@ -30,8 +30,8 @@ import dataclasses
 import keras
 from keras import layers
 
-from ssal_keras import blocks
-from ssal_keras.backbones import common
+from ssal_keras.modeling import blocks
+from ssal_keras.modeling.backbones import common
 
 DOWNSAMPLING = ("max_pool", "stride")
 

@@ -11,7 +11,7 @@ import platform
 import shutil
 import tempfile
 
-from ssal_keras import rundir, trained_run
+from ssal_keras import runs
 from ssal_keras.export import formats as writers
 from ssal_keras.export import serving
 
@@ -39,7 +39,7 @@ def load_run(model_dir):
         FileNotFoundError: when the folder or its ``model.keras`` is missing.
         ValueError: when the model or the class names cannot be read.
     """
-    run = trained_run.load(model_dir)
+    run = runs.load(model_dir)
     return run.model, run.class_names
 
 
@@ -192,7 +192,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
     try:
-        os.chmod(staging, 0o777 & ~rundir.umask())  # mkdtemp makes it private; OUT is not
+        os.chmod(staging, 0o777 & ~runs.umask())  # mkdtemp makes it private; OUT is not
         reports = {}
         for fmt in chosen:
             path = os.path.join(staging, ARTIFACTS[fmt])
@@ -222,7 +222,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
         if os.path.isdir(output_dir) and not os.listdir(output_dir):
             os.rmdir(output_dir)
         if not os.path.exists(output_dir):
-            rundir.write_json(os.path.join(staging, METADATA), meta)
+            runs.write_json(os.path.join(staging, METADATA), meta)
             os.rename(staging, output_dir)
         else:
             finished = os.path.join(output_dir, METADATA)
@@ -236,7 +236,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
                     shutil.rmtree(target)  # a stale format of the export being replaced
                 elif os.path.lexists(target):
                     os.remove(target)
-            rundir.write_json(finished, meta)
+            runs.write_json(finished, meta)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta

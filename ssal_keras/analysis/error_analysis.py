@@ -10,8 +10,8 @@ exporter's ``--alpha`` can take the best one.
 
 import numpy as np
 
-from ssal_keras.joint import JointPrediction, validate_alpha
-from ssal_keras.model import aux_name
+from ssal_keras.modeling.joint import JointPrediction, validate_alpha
+from ssal_keras.modeling.model import aux_name
 
 
 def _rate(mask, within=None):

@@ -9,8 +9,8 @@ left out), upsampled to the input's size.
 import keras
 from keras import ops
 
-from ssal_keras import evaluation
-from ssal_keras.model import aux_name
+from ssal_keras.analysis import scoring
+from ssal_keras.modeling.model import aux_name
 
 _FEATURES = "cam_features"
 
@@ -30,7 +30,7 @@ def base_classifier_layers(model):
     Raises:
         ValueError: when the base output is not ``dense(global_average_pooling(features))``.
     """
-    base = evaluation.outputs_by_name(model.output)["base"]
+    base = scoring.outputs_by_name(model.output)["base"]
     layer = _producer(base)
     while isinstance(layer, _PASS_THROUGH):
         layer = _producer(layer.input)
@@ -56,7 +56,7 @@ class ClassActivationMaps:
 
     def __init__(self, model):
         pooling, self.dense = base_classifier_layers(model)
-        outputs = evaluation.outputs_by_name(model.output)
+        outputs = scoring.outputs_by_name(model.output)
         # One pass gives the last feature map and every output (the branches' votes too).
         self.features = keras.Model(model.inputs[0], {_FEATURES: pooling.input, **outputs},
                                     name="cam_features")
@@ -104,7 +104,7 @@ def select_examples(model, batches, *, incorrect, correct):
         A kind may come short when the data holds too few of it.
     """
     maps_of = ClassActivationMaps(model)
-    branches = len(evaluation.model_groupings(model))
+    branches = len(scoring.model_groupings(model))
     wanted = {"incorrect": incorrect, "correct": correct}
     chosen = {"incorrect": [], "correct": []}
     scanned = 0

@@ -1,0 +1,476 @@
+"""``RunConfig``: every setting of a training run, typed and checked, in one frozen record.
+
+The field names are the flags of ``python -m ssal_keras.train`` (the CLI turns its flags into
+a ``RunConfig``; ``ssal_keras.training.train`` takes one). A run folder keeps its config as
+``run.json``, the one record that resuming, ``evaluate``, ``analyze`` and ``export`` read back.
+
+    >>> from ssal_keras.training import RunConfig
+    >>> config = RunConfig(epochs=2, batch_size=64)
+    >>> config.epochs, config.learning_rate
+    (2, 0.1)
+    >>> RunConfig.from_json(config.to_json()) == config
+    True
+    >>> RunConfig(epochs=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: epochs=0: must be an integer >= 1.
+"""
+
+import dataclasses
+import json
+import math
+import numbers
+import types
+import typing
+
+from ssal_keras import grouping as grouping_lib
+from ssal_keras.modeling import backbones, heads, losses, paper
+from ssal_keras.modeling import weight_decay as weight_decay_lib
+from ssal_keras.training import flagfile
+
+DEFAULT_BACKBONE = "resnet_fashion_mnist"
+DEFAULT_ALPHA = 0.3
+AUTO = "auto"
+SCHEDULES = ("slanted_triangular", "warmup_step", "warmup_cosine", "constant",
+             "epoch_triangular", "piecewise_linear")
+#: Settings that may change between the start of a run and its resumption.
+RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_steps", "eval_batch_size"})
+#: Options of the training CLI that are not settings of the run (they may stand in a
+#: flagfile, but the run's record leaves them out).
+CLI_OPTIONS = ("model_dir", "reference", "dry_run")
+# The ImageNet statistics of torchvision's models, in raw-pixel units (AUTHORS.md 7.2).
+IMAGENET_MEAN_STD = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+
+
+def _setting(default, help_text, *, choices=None, minimum=None, repeated=False):
+    """A ``RunConfig`` field: its default, its help line (the CLI's) and its checks."""
+    if isinstance(default, list):
+        default = tuple(default)
+    return dataclasses.field(default=default, metadata={
+        "help": help_text, "choices": choices, "minimum": minimum, "repeated": repeated})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a training run (the flags of ``python -m ssal_keras.train``).
+
+    Construct it with keyword arguments, ``RunConfig.from_flagfile(recipe, **overrides)`` or
+    ``RunConfig.from_json(text)``; ``dataclasses.replace(config, epochs=3)`` derives another.
+    List settings are tuples. A setting left at None takes the ``paper_model``'s value where it
+    has one, else the documented default.
+
+    Raises:
+        ValueError: on construction, naming the first setting that is unknown, of the wrong
+            type or out of range, and what is valid.
+    """
+
+    # --- data ------------------------------------------------------------------------------
+    dataset: str = _setting("fashion_mnist", "fashion_mnist, tfds:NAME, folder:PATH or "
+                            "npz:PATH (ssal_keras.data.load).")
+    data_dir: str | None = _setting(None, "Data folder (TFDS data_dir, IDX files).")
+    train_examples: int | None = _setting(None, "Cap on training examples.", minimum=1)
+    eval_examples: int | None = _setting(None, "Cap on evaluation examples.", minimum=1)
+    image_size: int | None = _setting(
+        None, "Resize to N x N (ImageNet-style random-resized crops for training, resize and "
+        "centre crop for evaluation); needed for datasets whose images differ in size.",
+        minimum=1)
+    held_out_examples: int = _setting(
+        0, "Training examples kept out of training; a baseline scores its confusion matrix on "
+        "them for --groupings=auto of later SSAL runs.", minimum=0)
+    augment: str = _setting(
+        "shift_flip", "Training augmentation: integer shifts of -4..4 px with symmetric fill "
+        "and flips (AUTHORS.md 7.1); with --image_size, random-resized crops and flips.",
+        choices=("none", "shift", "shift_flip"))
+    crop_area: tuple[float, ...] = _setting(
+        (), "With --image_size: min,max area of torchvision's random-resized crops, as "
+        "fractions of the image (the authors' ImageNet run: 0.3,1.3333, AUTHORS.md 7.2); "
+        "empty: Inception-style crops of area 0.08-1 (tf.image's sampler).")
+    color_jitter: float = _setting(
+        0.0, "With --image_size: brightness, contrast and saturation jitter strength "
+        "(torchvision ColorJitter; the authors' ImageNet run: 0.4).")
+    normalization: str = _setting(
+        "scale", "Input normalisation inside the model: /255, the training split's "
+        "per-channel mean/std, or the fixed ImageNet mean/std.",
+        choices=("none", "scale", "mean_std", "imagenet"))
+    # --- model -----------------------------------------------------------------------------
+    paper_model: str | None = _setting(
+        None, "A key of ssal_keras.PAPER_MODELS: its backbone, taps, heads, loss weights and "
+        "alpha become the defaults.", choices=tuple(paper.PAPER_MODELS))
+    backbone: str | None = _setting(
+        None, f"ssal_keras.backbones.build name (default {DEFAULT_BACKBONE}).",
+        choices=tuple(backbones.BACKBONE_NAMES))
+    groupings: tuple[str, ...] = _setting(
+        (), "Grouping files (one per branch), 'auto', or empty for a baseline.")
+    grouping_source: str | None = _setting(
+        None, "Baseline run folder whose held-out confusion drives --groupings=auto.")
+    num_groups: tuple[int, ...] = _setting((), "Group counts of --groupings=auto, per branch.")
+    grouping_criterion: str = _setting("join_similar", "Criterion of auto groupings.",
+                                       choices=("join_similar", "split_similar"))
+    grouping_tie_break: str = _setting(
+        "random", "Ties of auto groupings: random (seeded) or authors (their "
+        "create_grouping_v2 exactly, distances from the raw maximum; AUTHORS.md 10).",
+        choices=tuple(grouping_lib.TIE_BREAKS))
+    taps: tuple[str, ...] = _setting((), "Tap of each branch (ssal_keras.backbones.taps).")
+    head: tuple[str, ...] = _setting(
+        (), "Head of each branch, in order: a preset of ssal_keras.heads.HEAD_PRESETS or "
+        "blocks separated by spaces ('cbr(64,3) gap'); default heads.DEFAULT_HEAD.",
+        repeated=True)
+    head_style: str | None = _setting(
+        None, "Layer settings of the heads, a name of ssal_keras.heads.HEAD_STYLES (default: "
+        "the paper model's, else authors_keras).", choices=tuple(heads.HEAD_STYLES))
+    zero_init_residual: bool | None = _setting(
+        None, "resnet50_imagenet: start the last BatchNorm of every block at 0 (default: the "
+        "paper model's, else off).")
+    loss_weights: tuple[float, ...] = _setting((), "Loss weight of each branch (default 1).")
+    alpha: float | None = _setting(None, "Combination exponent of the joint prediction "
+                                   f"(default: the paper model's, else {DEFAULT_ALPHA}).")
+    objective: str = _setting("multitask", "multitask: the paper's loss; joint: the joint "
+                              "output alone (supplement E.1).", choices=("multitask", "joint"))
+    # --- optimisation ----------------------------------------------------------------------
+    epochs: int = _setting(10, "Epochs.", minimum=1)
+    batch_size: int = _setting(128, "Global batch size (all replicas).", minimum=1)
+    learning_rate: float = _setting(0.1, "Peak learning rate.")
+    momentum: float = _setting(0.9, "SGD momentum.", minimum=0)
+    nesterov: bool = _setting(False, "Nesterov momentum.")
+    weight_decay: float = _setting(
+        5e-4, "Weight decay, the gradient term wd * w (PyTorch SGD's; a Keras l2(c) is 2c), "
+        "of the parameter classes of --weight_decay_params.", minimum=0)
+    weight_decay_params: tuple[str, ...] = _setting(
+        weight_decay_lib.DEFAULT_DECAYED, "Parameter classes decayed at --weight_decay: "
+        + ", ".join(weight_decay_lib.PARAMETER_CLASSES) + " (ssal_keras.weight_decay).")
+    aux_weight_decay: float | None = _setting(
+        None, "Weight decay of the classes of --aux_weight_decay_params (default "
+        "--weight_decay).", minimum=0)
+    aux_weight_decay_params: tuple[str, ...] = _setting(
+        weight_decay_lib.DEFAULT_AUX_DECAYED, "Parameter classes decayed at --aux_weight_decay.")
+    schedule: str = _setting(
+        "slanted_triangular", "Learning-rate schedule: per step, "
+        "ssal_keras.training.schedules.WarmupSchedule; epoch_triangular, the authors' CIFAR "
+        "one (EpochTriangularSchedule); piecewise_linear, their ImageNet one "
+        "(PiecewiseLinearSchedule).", choices=SCHEDULES)
+    warmup_epochs: float = _setting(10.0, "Epochs of linear warm-up (whole epochs for "
+                                    "epoch_triangular and piecewise_linear).", minimum=0)
+    lr_drop_epochs: tuple[int, ...] = _setting(
+        (30, 60, 80), "Epochs where warmup_step multiplies the rate by 0.1.")
+    label_smoothing: float = _setting(0.0, "Label smoothing of every output.")
+    label_smoothing_mode: str = _setting(
+        "uniform", "uniform: the label gets 1-s+s/K; others: 1-s, and s/(K-1) each other "
+        "class (the authors', AUTHORS.md 7.1).", choices=tuple(losses.SMOOTHING_MODES))
+    mixed_precision: bool = _setting(
+        False, "Compute in bfloat16 (mixed_bfloat16; float32 variables and outputs).")
+    jit_compile: bool = _setting(True, "Compile the per-replica step with XLA.")
+    seed: int = _setting(0, "Seed of weights, data order, augmentation and ties.")
+    # --- devices, checkpoints, logs --------------------------------------------------------
+    strategy: str = _setting("default", "tf.distribute strategy; multi_worker reads TF_CONFIG.",
+                             choices=("default", "mirrored", "multi_worker"))
+    logical_cpu_devices: int = _setting(
+        1, "Split the CPU into N devices (mirrored training without GPUs).", minimum=1)
+    sync_batch_norm: bool = _setting(
+        True, "Under several replicas, compute BatchNorm statistics over the global batch (on "
+        "CPU replicas this keeps the step out of XLA).")
+    checkpoint_steps: int = _setting(0, "Also checkpoint every N steps (always once an "
+                                     "epoch).", minimum=0)
+    log_every_steps: int = _setting(50, "Steps between progress lines.", minimum=1)
+    eval_batch_size: int = _setting(256, "Evaluation batch size.", minimum=1)
+
+    # === Construction ======================================================================
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = _typed(field, getattr(self, field.name))
+            object.__setattr__(self, field.name, value)
+            _check_range(field, value)
+        self._check_together()
+
+    @classmethod
+    def from_flagfile(cls, path, **overrides):
+        """The settings of a recipe (``path``: one flagfile or a list of them, read in order,
+        by the rules of ``ssal_keras.training.flagfile``), then ``overrides``, which win.
+
+        Lines naming the CLI's own options (``--model_dir``, ``--reference``, ``--dry_run``)
+        are skipped; any other unknown name is an error naming the file.
+        """
+        values = flagfile.read(path, repeated=REPEATED)
+        return cls(**{**parse_settings(values, source=path), **overrides})
+
+    @classmethod
+    def from_legacy_flags(cls, path):
+        """The config of a run folder written before ``run.json``: its ``flags.txt``, every
+        flag in flagfile form, paths as given on the command line that started it."""
+        values = flagfile.read(path, repeated=REPEATED, relative_paths=False)
+        return cls(**parse_settings(values, source=path))
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from ``to_dict``'s form (lists for tuples); unknown keys are errors."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a run config must be a JSON object; received "
+                             f"{type(values).__name__}.")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text):
+        try:
+            values = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"a run config must be JSON ({error}).") from None
+        return cls.from_dict(values)
+
+    def to_dict(self):
+        """Plain JSON types: every field, tuples as lists."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def differences(self, other):
+        """Names of the settings (but the ``RESUMABLE_CHANGES``) where ``other`` differs."""
+        return [f.name for f in dataclasses.fields(self)
+                if f.name not in RESUMABLE_CHANGES
+                and getattr(self, f.name) != getattr(other, f.name)]
+
+    # === Resolved settings ===================================================================
+    @property
+    def paper(self):
+        """The ``PaperConfig`` of ``paper_model``, or None."""
+        return paper.PAPER_MODELS[self.paper_model] if self.paper_model else None
+
+    @property
+    def num_branches(self):
+        """SSAL branches of the run (0: a baseline)."""
+        return len(self.num_groups) if self.groupings == (AUTO,) else len(self.groupings)
+
+    def branch_settings(self):
+        """``(taps, heads, loss_weights, alpha)`` of the branches, the paper model's where
+        not given; each head a ``HEAD_PRESETS`` name, a list of blocks, or None (default)."""
+        count, source = self.num_branches, self.paper
+        taps = list(self.taps) or list(source.taps if source else [])
+        head_list = [h if h in heads.HEAD_PRESETS or h == "default" else h.split()
+                     for h in self.head] or list(source.heads if source else ["default"] * count)
+        weights = list(self.loss_weights) or list(
+            source.loss_weights if source else [1.0] * count)
+        alpha = self.alpha if self.alpha is not None else (
+            source.alpha if source else DEFAULT_ALPHA)
+        return taps, [None if h == "default" else h for h in head_list], weights, alpha
+
+    def backbone_settings(self):
+        """``(name, every builder option, the options given)`` of the backbone."""
+        source = self.paper
+        name = self.backbone or (source.backbone if source else DEFAULT_BACKBONE)
+        options = dict(source.backbone_options) if (source and self.groupings) else {}
+        if self.zero_init_residual is not None:
+            options["zero_init_residual"] = self.zero_init_residual
+        return name, backbones.registry.resolved_options(name, **options), options
+
+    def resolved_head_style(self):
+        """The heads' ``blocks.LayerStyle``."""
+        source = self.paper
+        return heads.resolve_style(self.head_style or (
+            source.head_style if source else heads.DEFAULT_HEAD_STYLE))
+
+    def decay_settings(self):
+        """Keyword arguments of the weight decay: rates and decayed parameter classes."""
+        return dict(weight_decay=self.weight_decay,
+                    aux_weight_decay=(self.aux_weight_decay if self.aux_weight_decay is not None
+                                      else self.weight_decay),
+                    decayed=self.weight_decay_params, aux_decayed=self.aux_weight_decay_params)
+
+    def augment_options(self):
+        """Keyword arguments of the training pipeline's random-resized crops."""
+        return {"crop_area": self.crop_area or None, "color_jitter": self.color_jitter}
+
+    def normalization_spec(self):
+        """``backbones.build``'s ``normalization`` (``"mean_std"`` is left for the trainer,
+        which measures the training split)."""
+        return {"none": None, "scale": "scale", "mean_std": "mean_std",
+                "imagenet": IMAGENET_MEAN_STD}[self.normalization]
+
+    def learning_rate_schedule(self, steps_per_epoch):
+        """The run's learning-rate schedule (AUTHORS.md section 2 for the authors' two)."""
+        from ssal_keras.training import schedules  # noqa: PLC0415  (Keras objects)
+
+        kind, peak, epochs = self.schedule, self.learning_rate, self.epochs
+        if kind in ("epoch_triangular", "piecewise_linear"):
+            cls = (schedules.EpochTriangularSchedule if kind == "epoch_triangular"
+                   else schedules.PiecewiseLinearSchedule)
+            return cls(peak, steps_per_epoch, epochs, warmup_epochs=int(self.warmup_epochs))
+        total = steps_per_epoch * epochs
+        return schedules.WarmupSchedule(
+            peak, warmup_steps=0 if kind == "constant" else min(
+                int(round(self.warmup_epochs * steps_per_epoch)), total),
+            total_steps=total,
+            decay={"slanted_triangular": "linear", "warmup_step": "step",
+                   "warmup_cosine": "cosine", "constant": "constant"}[kind],
+            step_boundaries=[e * steps_per_epoch for e in self.lr_drop_epochs])
+
+    # === Checks across settings ==============================================================
+    def _check_together(self):
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing,
+               "must be in [0, 1)")
+        self._check_augment()
+        self._check_model()
+        self._check_branches()
+        _check(self.schedule not in ("epoch_triangular", "piecewise_linear")
+               or float(self.warmup_epochs).is_integer(), "warmup_epochs", self.warmup_epochs,
+               f"schedule={self.schedule} warms up over whole epochs; give an integer")
+        try:
+            self.learning_rate_schedule(steps_per_epoch=1)
+        except ValueError as error:
+            raise ValueError(f"schedule={self.schedule}: {error}") from None
+        try:
+            weight_decay_lib.check_classes(self.weight_decay_params,
+                                           self.aux_weight_decay_params)
+        except ValueError as error:
+            raise ValueError(str(error)) from None
+
+    def _check_augment(self):
+        area = self.crop_area
+        _check(not area or (len(area) == 2 and 0 < area[0] <= area[1]), "crop_area", area,
+               "must be two numbers min,max with 0 < min <= max")
+        _check(0 <= self.color_jitter < 1, "color_jitter", self.color_jitter,
+               "must be in [0, 1)")
+        _check(not (area or self.color_jitter) or self.image_size, "image_size",
+               self.image_size, "crop_area and color_jitter act on random-resized crops: "
+               "give image_size (ImageNet-style data)")
+
+    def _check_model(self):
+        source = self.paper
+        if source and self.backbone and self.backbone != source.backbone:
+            raise ValueError(f"backbone={self.backbone!r} contradicts paper_model="
+                             f"{self.paper_model!r}, whose backbone is {source.backbone!r}; "
+                             "drop one of them.")
+        name, _, options = self.backbone_settings()
+        try:
+            backbones.registry.resolved_options(name, **options)
+        except ValueError as error:
+            raise ValueError(f"backbone={name!r}: {error}") from None
+
+    def _check_branches(self):
+        if AUTO in self.groupings:
+            _check(self.groupings == (AUTO,), "groupings", self.groupings,
+                   "'auto' stands alone: give auto or grouping files")
+            _check(self.num_groups, "num_groups", self.num_groups,
+                   "groupings=auto needs the group count of each branch, e.g. (20, 33, 50)")
+            _check(self.grouping_source, "grouping_source", self.grouping_source,
+                   "groupings=auto needs a baseline run folder trained with "
+                   "held_out_examples=N")
+        for count in self.num_groups:
+            _check(count >= 2, "num_groups", self.num_groups, "each count must be >= 2")
+        if not self.num_branches:
+            return
+        taps, head_list, weights, _ = self.branch_settings()
+        for name, values in (("taps", taps), ("head", head_list), ("loss_weights", weights)):
+            _check(len(values) == self.num_branches, name, tuple(values),
+                   f"has {len(values)} entries but there are {self.num_branches} groupings; "
+                   "give one per branch")
+        for layout in head_list:
+            try:
+                heads.resolve_layout(layout)
+            except ValueError as error:
+                raise ValueError(f"head: {error}") from None
+
+
+REPEATED = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.metadata["repeated"])
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _check(ok, name, value, problem):
+    if not ok:
+        raise ValueError(f"{name}={value!r}: {problem}.")
+
+
+def type_parts(field):
+    """``(base type, item type or None, optional)`` of a field's annotation."""
+    kind, optional = field.type, False
+    if isinstance(kind, types.UnionType):
+        kind, optional = [a for a in typing.get_args(kind) if a is not type(None)][0], True
+    if typing.get_origin(kind) is tuple:
+        return tuple, typing.get_args(kind)[0], optional
+    return kind, None, optional
+
+
+def _is(value, kind):
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and math.isfinite(value))
+    return isinstance(value, kind)
+
+
+def _typed(field, value):
+    """``value`` checked against the field's type (lists become tuples, ints floats)."""
+    kind, item, optional = type_parts(field)
+    if value is None and optional:
+        return None
+    name = item.__name__ if item else kind.__name__
+    if item is not None:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
+                _is(v, item) for v in value):
+            raise ValueError(f"{field.name}={value!r}: must be a list of {name}"
+                             + (" (one entry per branch)" if field.name != "groupings" else "")
+                             + ".")
+        return tuple(item(v) for v in value)
+    if not _is(value, kind):
+        valid = f"{name} or None" if optional else name
+        raise ValueError(f"{field.name}={value!r}: must be {valid}.")
+    return kind(value)
+
+
+def _check_range(field, value):
+    choices, minimum = field.metadata["choices"], field.metadata["minimum"]
+    if value is None:
+        return
+    if choices and value not in choices:
+        raise ValueError(f"{field.name}={value!r}: not a valid value; valid: "
+                         f"{', '.join(choices)}.")
+    if minimum is not None and value < minimum:
+        kind = "an integer" if isinstance(value, int) else "a number"
+        raise ValueError(f"{field.name}={value!r}: must be {kind} >= {minimum}.")
+
+
+def parse_value(name, raw):
+    """A setting's typed value from its text (a flagfile's or the command line's): ``raw``
+    is a str, None for a bare ``--name``, or a list of str for a repeated setting."""
+    field = FIELDS[name]
+    kind, item, optional = type_parts(field)
+    if field.metadata["repeated"]:
+        return tuple(raw)
+    if raw is None and kind is bool:
+        return True
+    if raw is None or (optional and raw.strip() in ("", "None")):
+        if optional or kind is str:
+            return None if optional else ""
+        raise ValueError(f"--{name} needs a value (--{name}=VALUE).")
+    try:
+        if item is not None:
+            return tuple(item(v.strip()) for v in raw.split(",") if v.strip())
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError
+            return lowered in ("true", "1")
+        return kind(raw)
+    except ValueError:
+        what = f"a list of {item.__name__}" if item else kind.__name__
+        raise ValueError(f"--{name}={raw}: must be {what}.") from None
+
+
+def parse_settings(values, *, source):
+    """Typed settings from ``flagfile.read``'s raw values (``--nox`` read as ``x=false``;
+    the CLI's own options left out); an unknown name is an error naming ``source``."""
+    settings = {}
+    for name, raw in values.items():
+        if name in CLI_OPTIONS:
+            continue
+        if name not in FIELDS and name.startswith("no") and type_parts(
+                FIELDS.get(name[2:], FIELDS["seed"]))[0] is bool and raw is None:
+            name, raw = name[2:], "false"
+        if name not in FIELDS:
+            raise ValueError(f"{source} sets --{name}, which is not a setting of "
+                             "python -m ssal_keras.train (see its --help).")
+        settings[name] = parse_value(name, raw)
+    return settings
