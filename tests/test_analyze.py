@@ -19,29 +19,31 @@ from PIL import Image
 from ssal_keras import runs as run_files
 from ssal_keras.analysis import attacks, cam, error_analysis
 from ssal_keras.modeling.model import aux_name
-from tests.test_train import ROOT, fashion_dir, one_error_line, run_train  # noqa: F401
+from ssal_keras.training import RunConfig, train
+from tests.conftest import ROOT, one_error_line
 
-SSAL_RECIPE = "--flagfile=models/fashion_mnist_ssal.flags"
-BASELINE_RECIPE = "--flagfile=models/fashion_mnist_baseline.flags"
+SSAL_RECIPE = os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")
+BASELINE_RECIPE = os.path.join(ROOT, "models", "fashion_mnist_baseline.flags")
 
 
-def _tiny(model_dir, data_dir, *extra):
+def _tiny(recipe, data_dir, seed):
     """The recipe's network and settings on 1,000 training images, 3 epochs."""
-    return [f"--model_dir={model_dir}", f"--data_dir={data_dir}", "--train_examples=1000",
-            "--held_out_examples=200", "--eval_examples=300", "--batch_size=64", "--epochs=3",
-            "--warmup_epochs=0.5", "--log_every_steps=5", *extra]
+    return RunConfig.from_flagfile(
+        recipe, data_dir=data_dir, train_examples=1000, held_out_examples=200,
+        eval_examples=300, batch_size=64, epochs=3, warmup_epochs=0.5, log_every_steps=5,
+        seed=seed)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, fashion_dir):  # noqa: F811
-    """``{"ssal": [seed0, seed1], "baseline": [seed0]}``: finished run folders."""
+def runs(tmp_path_factory, fashion_dir):
+    """``{"ssal": [seed0, seed1], "baseline": [seed0]}``: finished run folders, trained
+    in-process by the trainer the CLI uses."""
     root = tmp_path_factory.mktemp("analyze_runs")
     folders = {"ssal": [str(root / "ssal_seed0"), str(root / "ssal_seed1")],
                "baseline": [str(root / "baseline_seed0")]}
     for recipe, kind in ((SSAL_RECIPE, "ssal"), (BASELINE_RECIPE, "baseline")):
         for seed, folder in enumerate(folders[kind]):
-            result = run_train(recipe, *_tiny(folder, fashion_dir, f"--seed={seed}"))
-            assert result.returncode == 0, result.stderr[-3000:]
+            train(_tiny(recipe, fashion_dir, seed), folder)
     return folders
 
 

@@ -14,14 +14,9 @@ import tensorflow_datasets as tfds
 
 from ssal_keras import data
 from ssal_keras.data import sources
+from tests.conftest import write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">u4").tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def write_image(path, image):

@@ -11,7 +11,7 @@ import pytest
 
 from ssal_keras import runs as run_files
 from ssal_keras.analysis import summary
-from tests.test_train import ROOT
+from tests.conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "models", "fair_test_fashion_mnist.py")
 CONFIGS = ("baseline", "ssal", "identity", "split_similar")

@@ -1,4 +1,5 @@
-"""The recipes in models/: each parses with the trainer's flags; the quick start runs."""
+"""The recipes in models/: each reads as a RunConfig from any directory, resolves to the
+authors' settings, and the quick start runs; the CLI's flags behave as users expect."""
 
 import glob
 import json
@@ -10,12 +11,11 @@ import types
 import keras
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
-
 import ssal_keras
-from ssal_keras import data, train
-from ssal_keras.modeling import backbones, heads  # noqa: F401  (train defines flags)
+from ssal_keras import data
+from ssal_keras.modeling import backbones, heads
+from ssal_keras.training import RunConfig, resolve_settings
+from ssal_keras.training import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "models", "*.flags")))
@@ -29,36 +29,37 @@ def test_every_paper_run_has_a_baseline_and_an_ssal_recipe():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
-def test_recipe_parses_and_says_what_it_is(path, monkeypatch):
+def test_recipe_reads_from_any_directory_and_says_what_it_is(path, monkeypatch, tmp_path):
     with open(path) as f:
         header = f.read()
     for field in ("# Command:", "# Time:", "--model_dir="):
         assert field in header, field
     assert "Paper" in header
-    monkeypatch.chdir(ROOT)  # nested --flagfile paths resolve from the repository root
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train", f"--flagfile={path}", "--model_dir=/tmp/unused"])
-        assert flags.FLAGS.backbone in backbones.BACKBONE_NAMES
-        if flags.FLAGS.paper_model:
-            assert flags.FLAGS.paper_model in ssal_keras.PAPER_MODELS
-            assert ssal_keras.PAPER_MODELS[flags.FLAGS.paper_model].backbone == flags.FLAGS.backbone
-        if path.endswith("_ssal.flags"):
-            assert flags.FLAGS.groupings
-        for name in flags.FLAGS.groupings:
-            if name != "auto":
-                assert os.path.exists(os.path.join(ROOT, name)), name
+    monkeypatch.chdir(tmp_path)  # nested flagfiles and grouping files: read beside the recipe
+    config = RunConfig.from_flagfile(path)
+    backbone = config.backbone_settings()[0]
+    assert backbone in backbones.BACKBONE_NAMES
+    if config.paper_model:
+        assert ssal_keras.PAPER_MODELS[config.paper_model].backbone == backbone
+    if path.endswith("_ssal.flags"):
+        assert config.groupings
+    for name in config.groupings:
+        if name != "auto":
+            assert os.path.isfile(name), name
+    assert RunConfig.from_json(config.to_json()) == config
 
 
 @pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
                     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_quick_start_recipe_runs(tmp_path):
-    """The README's main job, on a slice of the data."""
+    """The README's main job, on a slice of the data, from another directory."""
     model_dir = str(tmp_path / "quick")
     result = subprocess.run(
-        [sys.executable, "-m", "ssal_keras.train", "--flagfile=models/fashion_mnist_ssal.flags",
+        [sys.executable, "-m", "ssal_keras.train",
+         f"--flagfile={os.path.join(ROOT, 'models', 'fashion_mnist_ssal.flags')}",
          f"--model_dir={model_dir}", "--train_examples=512", "--eval_examples=256",
          "--held_out_examples=0", "--epochs=1", "--log_every_steps=2"],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+        cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     # It ends with the baseline's measured figure, its own, and where they are explained.
@@ -77,18 +78,19 @@ def test_quick_start_recipe_runs(tmp_path):
 
 def test_nested_recipes_override_what_they_say(monkeypatch):
     monkeypatch.chdir(ROOT)
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train", "--flagfile=models/fashion_mnist_joint_objective.flags",
-                     "--model_dir=/tmp/unused"])
-        assert flags.FLAGS.objective == "joint"
-        assert flags.FLAGS.head == ["cbr(64,3,2) cbr(64,3) gap"]
-        assert flags.FLAGS.taps == ["stage2"] and flags.FLAGS.epochs == 12
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train", "--flagfile=models/fashion_mnist_split_similar.flags",
-                     "--model_dir=/tmp/unused"])
-        assert flags.FLAGS.groupings == ["models/groupings/fashion_mnist_split_3.txt",
-                                         "models/groupings/fashion_mnist_split_5.txt"]
-        assert len(flags.FLAGS.head) == 2
+    config = RunConfig.from_flagfile(os.path.join(ROOT, "models",
+                                                  "fashion_mnist_joint_objective.flags"))
+    assert config.objective == "joint"
+    assert config.head == ("cbr(64,3,2) cbr(64,3) gap",)
+    assert config.taps == ("stage2",) and config.epochs == 12
+    config = RunConfig.from_flagfile("models/fashion_mnist_split_similar.flags")
+    assert config.groupings == ("models/groupings/fashion_mnist_split_3.txt",
+                                "models/groupings/fashion_mnist_split_5.txt")
+    assert len(config.head) == 2
+    # Overrides win; a list given replaces the recipe's.
+    config = RunConfig.from_flagfile("models/fashion_mnist_ssal.flags", epochs=1,
+                                     head=("gap", "gap"))
+    assert config.epochs == 1 and config.head == ("gap", "gap")
 
 
 # --- Every paper recipe resolves to the authors' settings (AUTHORS.md; BUILD_NOTES table) ---
@@ -116,7 +118,7 @@ _DENSENET = dict(
     label_smoothing_mode="others")                                # run_experiments.py:100-130
 _IMAGENET = dict(
     dataset="tfds:imagenet2012:train:validation", image_size=224, backbone="resnet50_imagenet",
-    normalization="imagenet", augment="shift_flip", crop_area=["0.3", "1.3333333333333333"],
+    normalization="imagenet", augment="shift_flip", crop_area=[0.3, 1.3333333333333333],
     color_jitter=0.4, epochs=90, batch_size=100, learning_rate=0.0390625, momentum=0.9,
     nesterov=False, schedule="piecewise_linear", warmup_epochs=5.0, label_smoothing=0.0)
 
@@ -139,7 +141,7 @@ AUTHORS_SETTINGS = {
         dict(style=_RESNET50_CIFAR_STYLE),
         _decay(2e-4, ["conv_kernel"], 2e-4, ["aux_conv_kernel"]),
         dict(taps=["stage1", "stage2", "stage3"], loss_weights=[0.42, 0.59, 0.76], alpha=0.3,
-             head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+             head_style=_KERAS_HEADS, num_groups=[20, 33, 50])),
     "wrn_28_10_cifar100_baseline": (
         dict(_WRN, learning_rate=0.016),
         dict(style=_WRN_STYLE, downsample="max_pool", se_reduction=None),
@@ -152,7 +154,7 @@ AUTHORS_SETTINGS = {
         _decay(1.4e-3, ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias",
                         "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),
         dict(taps=["stage1_block2", "stage2_block2", "stage2"], loss_weights=[0.8, 0.9, 1.0],
-             alpha=0.4, head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+             alpha=0.4, head_style=_KERAS_HEADS, num_groups=[20, 33, 50])),
     # No authors' run (AUTHORS.md 9.3): their WRN builder with SE, their WRN 28-10 training.
     "se_wrn_16_8_cifar100_baseline": (
         dict(_WRN, backbone="se_wrn_16_8", learning_rate=0.016),
@@ -166,7 +168,7 @@ AUTHORS_SETTINGS = {
         _decay(1.4e-3, ["conv_kernel", "conv_bias", "dense_kernel", "dense_bias",
                         "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),
         dict(taps=["stage1", "stage2", "stage3_block1"], loss_weights=[0.8, 0.9, 1.0],
-             alpha=0.4, head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+             alpha=0.4, head_style=_KERAS_HEADS, num_groups=[20, 33, 50])),
     "densenet_bc_190_40_cifar100_baseline": (
         _DENSENET,
         dict(dropout_rate=0.2, style=dict(conv_bias=False, conv_initializer="orthogonal",
@@ -179,7 +181,7 @@ AUTHORS_SETTINGS = {
         dict(dropout_rate=0.2),
         _decay(6e-4, ["conv_kernel", "dense_kernel"], 6e-4, ["aux_conv_kernel"]),
         dict(taps=["stage1", "transition1", "transition2"], loss_weights=[0.8, 0.9, 1.0],
-             alpha=0.5, head_style=_KERAS_HEADS, num_groups=["20", "33", "50"])),
+             alpha=0.5, head_style=_KERAS_HEADS, num_groups=[20, 33, 50])),
     "resnet50_imagenet_baseline": (
         _IMAGENET,
         dict(zero_init_residual=False, style=dict(
@@ -195,15 +197,16 @@ AUTHORS_SETTINGS = {
              head_style=dict(conv_bias=False, conv_initializer="torch_default",
                              dense_initializer="torch_default", bn_momentum=_TORCH_MOMENTUM,
                              bn_epsilon=1e-3),
-             num_groups=["200", "334", "500"])),
+             num_groups=[200, 334, 500])),
 }
 
 
-def _resolve(recipe, *extra):
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train", f"--flagfile=models/{recipe}.flags", "--model_dir=/tmp/unused",
-                     *extra])
-        return train.resolve_settings()
+def _config(recipe, **overrides):
+    return RunConfig.from_flagfile(os.path.join(ROOT, "models", f"{recipe}.flags"), **overrides)
+
+
+def _resolve(recipe, **overrides):
+    return resolve_settings(_config(recipe, **overrides))
 
 
 def _check(where, actual, expected):
@@ -218,22 +221,21 @@ def _check(where, actual, expected):
 
 
 @pytest.mark.parametrize("recipe", sorted(AUTHORS_SETTINGS))
-def test_paper_recipe_resolves_to_the_authors_settings(recipe, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_paper_recipe_resolves_to_the_authors_settings(recipe):
     flag_values, backbone_options, decay, branches = AUTHORS_SETTINGS[recipe]
     settings = _resolve(recipe)
-    _check(recipe, settings["flags"], flag_values)
+    _check(recipe, settings["config"], flag_values)
     _check(recipe, settings["backbone_options"], backbone_options)
     _check(recipe, settings["weight_decay"], decay)
     if branches is None:
-        assert settings["branches"] is None and not settings["flags"]["groupings"]
+        assert settings["branches"] is None and not settings["config"]["groupings"]
         return
-    paper = ssal_keras.PAPER_MODELS[settings["flags"]["paper_model"]]
+    paper = ssal_keras.PAPER_MODELS[settings["config"]["paper_model"]]
     assert settings["branches"]["heads"] == [list(heads.HEAD_PRESETS[h]) for h in paper.heads]
     _check(recipe, settings["branches"],
            {k: v for k, v in branches.items() if k != "num_groups"})
-    assert settings["flags"]["num_groups"] == branches["num_groups"]
-    assert settings["flags"]["grouping_tie_break"] == "authors"
+    assert settings["config"]["num_groups"] == branches["num_groups"]
+    assert settings["config"]["grouping_tie_break"] == "authors"
 
 
 def test_every_paper_recipe_is_pinned():
@@ -242,59 +244,114 @@ def test_every_paper_recipe_is_pinned():
     assert paper_recipes == set(AUTHORS_SETTINGS)
 
 
-def test_a_drifted_setting_is_named(monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_a_drifted_setting_is_named():
     flag_values, *_ = AUTHORS_SETTINGS["wrn_28_10_cifar100_ssal"]
-    settings = _resolve("wrn_28_10_cifar100_ssal", "--momentum=0.93")
+    settings = _resolve("wrn_28_10_cifar100_ssal", momentum=0.93)
     with pytest.raises(AssertionError, match="wrn_28_10_cifar100_ssal.momentum"):
-        _check("wrn_28_10_cifar100_ssal", settings["flags"], flag_values)
+        _check("wrn_28_10_cifar100_ssal", settings["config"], flag_values)
 
 
-def _train(*args):
+def _train(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "ssal_keras.train", *args], cwd=ROOT,
+        [sys.executable, "-m", "ssal_keras.train", *args], cwd=cwd,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
         timeout=300)
+
+
+def _printed_settings(result):
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout[: result.stdout.rindex("}") + 1])
 
 
 def test_dry_run_writes_and_prints_the_settings_and_reads_no_data(tmp_path):
     model_dir = tmp_path / "dry"
     result = _train("--flagfile=models/resnet50_imagenet_ssal.flags", f"--model_dir={model_dir}",
                     "--epochs=6", "--dry_run", "--data_dir=/nonexistent")
-    assert result.returncode == 0, result.stderr[-2000:]
-    printed = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
-    assert printed["flags"]["epochs"] == 6 and printed["flags"]["batch_size"] == 100
+    printed = _printed_settings(result)
+    assert printed["config"]["epochs"] == 6 and printed["config"]["batch_size"] == 100
     assert printed["backbone_options"]["zero_init_residual"] is True
     assert "nothing trained" in result.stdout
-    record = (model_dir / "flags.txt").read_text()
-    assert "--epochs=6" in record and "--zero_init_residual" in record
-    assert "--dry_run" not in record and "--nodry_run" not in record
-    assert sorted(os.listdir(model_dir)) == ["flags.txt"]
+    record = json.loads((model_dir / "run.json").read_text())
+    assert record["epochs"] == 6 and record["zero_init_residual"] is True
+    assert "dry_run" not in record and "model_dir" not in record
+    assert sorted(os.listdir(model_dir)) == ["run.json"]
+    assert RunConfig.from_dict(record) == _config("resnet50_imagenet_ssal", epochs=6,
+                                                  data_dir="/nonexistent")
+
+
+def test_command_line_flags_behave_as_users_expect(tmp_path):
+    """From another directory: a value on the command line wins wherever it stands (here
+    before the flagfile), a repeated flag replaces the recipe's list, and the recipe's nested
+    flagfile and grouping files are read beside it."""
+    recipe = os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")
+    result = _train("--epochs=1", "--taps=stage2,stage2", f"--flagfile={recipe}", "--head=gap",
+                    "--head=cbr(8,3) gap", f"--model_dir={tmp_path / 'run'}", "--dry_run",
+                    cwd=tmp_path)
+    config = _printed_settings(result)["config"]
+    assert config["epochs"] == 1  # the recipe (and the baseline it names) say 12
+    assert config["head"] == ["gap", "cbr(8,3) gap"] and config["taps"] == ["stage2", "stage2"]
+    assert config["held_out_examples"] == 5000  # from the nested baseline recipe
+    assert config["groupings"] == [os.path.join(ROOT, "models", "groupings", name)
+                                   for name in ("fashion_mnist_3.txt", "fashion_mnist_5.txt")]
+    assert config["loss_weights"] == [0.5, 0.75] and config["alpha"] == 0.1
+
+
+def test_a_bad_setting_is_one_line_from_the_cli(tmp_path):
+    result = _train("--flagfile=models/resnet50_cifar100_ssal.flags",
+                    f"--model_dir={tmp_path / 'bad'}", "--dry_run", "--head=cbr(8)")
+    assert result.returncode == 2, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == ("train: error: head=('cbr(8)',): has 1 entries but there are 3 "
+                         "groupings; give one per branch."), lines[-1]
+    assert not os.path.exists(tmp_path / "bad" / "run.json")
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "overrides, message",
     [
-        (["--weight_decay_params=conv_kernel,kernels"],
+        (dict(weight_decay_params=("conv_kernel", "kernels")),
          "weight_decay_params names 'kernels', which is not a parameter class; valid: "
          "conv_kernel"),
-        (["--aux_weight_decay_params=conv_kernel"],
+        (dict(aux_weight_decay_params=("conv_kernel",)),
          "parameter class 'conv_kernel' is in both"),
-        (["--backbone=wrn_28_10"], "--backbone=wrn_28_10 contradicts --paper_model"),
-        (["--zero_init_residual"], "resnet50_cifar takes no option 'zero_init_residual'"),
-        (["--head_style=pytorch"], "not a head style"),
-        (["--warmup_epochs=90"], "warmup_epochs"),
-        (["--color_jitter=0.4"], "need --image_size"),
-        (["--head=cbr(8)"], "--head has 1 entries but there are 3 groupings"),
+        (dict(backbone="wrn_28_10"),
+         "backbone='wrn_28_10' contradicts paper_model='resnet50_cifar100'"),
+        (dict(zero_init_residual=True), "resnet50_cifar takes no option 'zero_init_residual'"),
+        (dict(head_style="pytorch"), "head_style='pytorch': not a valid value; valid: "),
+        (dict(warmup_epochs=90), "warmup_epochs"),
+        (dict(warmup_epochs=2.5), "warmup_epochs=2.5: schedule=epoch_triangular warms up over "
+                                  "whole epochs"),
+        (dict(color_jitter=0.4), "crop_area and color_jitter act on random-resized crops: "
+                                 "give image_size"),
+        (dict(head=("cbr(8)",)), "head=('cbr(8)',): has 1 entries but there are 3 groupings"),
+        (dict(head=("cbr(8)", "gap", "gap")), "head: "),
+        (dict(num_groups=(20, 1, 50)), "num_groups=(20, 1, 50): each count must be >= 2"),
+        (dict(groupings=("auto", "x.txt")), "'auto' stands alone"),
+        (dict(epochs=-1), "epochs=-1: must be an integer >= 1"),
+        (dict(epochs="3"), "epochs='3': must be int"),
+        (dict(taps="stage1,stage2"), "taps='stage1,stage2': must be a list of str"),
+        (dict(learning_rate=0), "learning_rate=0.0: must be > 0"),
+        (dict(schedule="cosine"), "schedule='cosine': not a valid value; valid: "
+                                  "slanted_triangular"),
     ],
 )
-def test_dry_run_refuses_bad_settings_in_one_line(extra, message, tmp_path):
-    result = _train("--flagfile=models/resnet50_cifar100_ssal.flags",
-                    f"--model_dir={tmp_path / 'bad'}", "--dry_run", *extra)
-    assert result.returncode == 2, result.stdout[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("train: error: ") and message in lines[-1], lines[-1]
-    assert not os.path.exists(tmp_path / "bad" / "flags.txt")
+def test_bad_settings_are_one_value_error_naming_the_setting(overrides, message):
+    with pytest.raises(ValueError) as caught:
+        _config("resnet50_cifar100_ssal", **overrides)
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_unknown_settings_are_named(tmp_path):
+    with pytest.raises(TypeError, match="no_such_setting"):
+        RunConfig(no_such_setting=1)
+    with pytest.raises(ValueError, match="unknown setting 'no_such_setting'"):
+        RunConfig.from_dict({"epochs": 2, "no_such_setting": 1})
+    with pytest.raises(ValueError, match="sets --no_such_setting, which is not a setting"):
+        (tmp_path / "x.flags").write_text("--epochs=2\n--no_such_setting=1\n")
+        RunConfig.from_flagfile(tmp_path / "x.flags")
+    with pytest.raises(ValueError, match="x.flags:1: 'epochs=2' is not a setting"):
+        (tmp_path / "x.flags").write_text("epochs=2\n")
+        RunConfig.from_flagfile(tmp_path / "x.flags")
 
 
 @pytest.mark.parametrize(
@@ -309,30 +366,25 @@ def test_dry_run_refuses_bad_settings_in_one_line(extra, message, tmp_path):
          [0.4 * 0.0390625, 0.0390625, 0.0, 0.0]),
     ],
 )
-def test_recipe_schedules_have_the_authors_shape(recipe, steps, expected, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_recipe_schedules_have_the_authors_shape(recipe, steps, expected):
     steps_per_epoch = {"resnet50_cifar100_ssal": 781, "densenet_bc_190_40_cifar100_baseline":
                        1562, "resnet50_imagenet_ssal": 12812}[recipe]
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train", f"--flagfile=models/{recipe}.flags", "--model_dir=/tmp/unused"])
-        schedule = train.build_schedule(steps_per_epoch)
+    schedule = _config(recipe).learning_rate_schedule(steps_per_epoch)
     rates = [float(schedule(step)) for step in steps]
     np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-12)
 
 
-def test_same_seed_gives_every_fair_test_run_the_same_initial_backbone(monkeypatch):
+def test_same_seed_gives_every_fair_test_run_the_same_initial_backbone():
     """The fair test pairs runs by seed (BUILD_NOTES.md, "Fair test on Fashion-MNIST"): the
     trainer builds the backbone first after seeding, so baseline, SSAL and identity control
     start from the same backbone weights, and a different seed gives different ones."""
-    monkeypatch.chdir(ROOT)
     dataset = types.SimpleNamespace(num_classes=10, image_shape=(28, 28, 1))
 
     def initial_backbone(recipe, seed):
-        with flagsaver.flagsaver():
-            flags.FLAGS(["train", f"--flagfile=models/{recipe}.flags", "--model_dir=/tmp/unused"])
-            keras.utils.set_random_seed(seed)
-            groupings = [np.loadtxt(path, dtype=int) for path in flags.FLAGS.groupings]
-            model = train.build_model(dataset, groupings, "scale")
+        config = _config(recipe)
+        keras.utils.set_random_seed(seed)
+        groupings = [np.loadtxt(path, dtype=int) for path in config.groupings]
+        model = run_lib.build_model(config, dataset, groupings, "scale")
         names = [layer.name for layer in backbones.build(
             "resnet_fashion_mnist", num_classes=10).layers if layer.weights]
         return [w for name in names for w in model.get_layer(name).get_weights()]

@@ -1,10 +1,13 @@
-"""The training CLI end to end: runs, resumption, replicas, workers, auto groupings, errors.
+"""Training end to end: runs, resumption, replicas, workers, auto groupings, errors.
 
-Every run is a real ``python -m ssal_keras.train`` process on a few hundred Fashion-MNIST
-images (a generated IDX copy, so the suite needs no installed dataset) with the small
-quick-start network.
+Runs that need no fresh process train in-process through ``ssal_keras.training.train`` (the
+code path of the CLI); a kill, logical CPU devices and several workers need their own
+processes, and the CLI's own behaviour (flags, one-line errors, its closing lines) is tested
+through ``python -m ssal_keras.train``. Every run is a few hundred Fashion-MNIST images (a
+generated IDX copy, so the suite needs no installed dataset) with the quick-start network.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,70 +20,34 @@ import numpy as np
 import pytest
 
 import ssal_keras
-from ssal_keras import data, grouping
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory):
-    """A small Fashion-MNIST in IDX files: real images where installed, else a learnable fake."""
-    folder = tmp_path_factory.mktemp("fashion")
-    from tests.test_data import write_idx
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 1200), ("test", 300)):
-        if os.path.isdir(data.FASHION_MNIST_DIR):
-            images, labels = data.load_fashion_mnist(split)
-            images, labels = images[:count, ..., 0], labels[:count]
-        else:
-            labels = rng.integers(0, 10, count)
-            images = (rng.uniform(0, 60, (count, 28, 28)) + labels[:, None, None] * 19)
-        image_file, label_file = {"train": ("train-images-idx3-ubyte.gz",
-                                            "train-labels-idx1-ubyte.gz"),
-                                  "test": ("t10k-images-idx3-ubyte.gz",
-                                           "t10k-labels-idx1-ubyte.gz")}[split]
-        write_idx(folder / image_file, np.asarray(images))
-        write_idx(folder / label_file, np.asarray(labels))
-    return str(folder)
+from ssal_keras import grouping
+from ssal_keras.training import RunConfig, train
+from tests.conftest import (
+    ROOT,
+    cli_env,
+    metrics,
+    one_error_line,
+    run_clis_at_once,
+    run_train,
+    small_config,
+    train_args,
+)
 
 
-def train_args(model_dir, fashion_dir, *extra):
-    return [f"--model_dir={model_dir}", "--dataset=fashion_mnist", f"--data_dir={fashion_dir}",
-            "--train_examples=256", "--eval_examples=128", "--batch_size=32", "--epochs=2",
-            "--warmup_epochs=0.5", "--learning_rate=0.05", "--log_every_steps=2",
-            "--augment=shift", *extra]
-
-
-def run_train(*args, env=None, module="ssal_keras.train"):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def one_error_line(result, prog="train"):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: error:")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
-
-
-def metrics(model_dir):
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        return json.load(f)
+def quiet(line):
+    """A ``log`` for in-process runs (pytest shows captured output on failure)."""
+    print(line)
 
 
 @pytest.fixture(scope="module")
 def baseline_dir(tmp_path_factory, fashion_dir):
     """A finished baseline with held-out images: the grouping source of the SSAL tests."""
     model_dir = str(tmp_path_factory.mktemp("runs") / "baseline")
-    result = run_train(*train_args(model_dir, fashion_dir, "--held_out_examples=100"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(small_config(fashion_dir, held_out_examples=100), model_dir, log=quiet)
     return model_dir
 
 
-def test_baseline_run_writes_the_run_folder(baseline_dir):
+def test_baseline_run_writes_the_run_folder(baseline_dir, fashion_dir):
     record = metrics(baseline_dir)
     assert record["completed"] and record["epochs"] == 2 and len(record["history"]) == 2
     assert 0.0 <= record["base_top1"] <= record["base_top5"] <= 1.0
@@ -93,30 +60,32 @@ def test_baseline_run_writes_the_run_folder(baseline_dir):
     assert confusion.shape == (10, 10) and confusion.sum() == 100
     with open(os.path.join(baseline_dir, "class_names.json")) as f:
         assert json.load(f)[0] == "t-shirt/top"
-    with open(os.path.join(baseline_dir, "flags.txt")) as f:
-        assert "--batch_size=32\n" in f.read()
+    # The run's record is its config, typed, and reads back equal.
+    with open(os.path.join(baseline_dir, "run.json")) as f:
+        saved = json.load(f)
+    assert saved["batch_size"] == 32 and saved["held_out_examples"] == 100
+    assert ssal_keras.runs.read_config(baseline_dir) == small_config(
+        fashion_dir, held_out_examples=100)
     assert os.listdir(os.path.join(baseline_dir, "tensorboard", "train"))
+    # Once complete, the same call returns its metrics without training.
+    lines = []
+    again = train(small_config(fashion_dir, held_out_examples=100), baseline_dir,
+                  log=lines.append)
+    assert again == record and len(lines) == 1 and "the run is complete" in lines[0]
 
 
 def test_ssal_run_with_auto_groupings(tmp_path, fashion_dir, baseline_dir):
     model_dir = str(tmp_path / "ssal")
-    reference = tmp_path / "reference.json"
-    reference.write_text(json.dumps({"top1": 0.9123, "std": 0.0021, "seeds": 3,
-                                     "label": "the baseline", "explained_in": "NOTES.md"}))
-    result = run_train(*train_args(
-        model_dir, fashion_dir, "--held_out_examples=100", "--groupings=auto",
-        f"--grouping_source={baseline_dir}", "--num_groups=3,5", "--taps=stage1,stage2",
-        "--head=cbr(16,3) gap", "--head=gap", "--loss_weights=0.5,1", "--alpha=0.4",
-        "--mixed_precision", "--label_smoothing=0.1", "--nesterov", f"--reference={reference}"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    record = metrics(model_dir)
-    # It ends with the reference, its own figures and where they are explained.
-    assert result.stdout.strip().splitlines()[-3:] == [
-        "reference: test top-1 0.9123 ± 0.0021, the baseline (3 seed(s))",
-        f"this run: +TR (base output) top-1 {record['base_top1']:.4f}, "
-        f"+JP (joint output) top-1 {record['joint_top1']:.4f}",
-        "explained in: NOTES.md"]
+    config = small_config(
+        fashion_dir, held_out_examples=100, groupings=("auto",), grouping_source=baseline_dir,
+        num_groups=(3, 5), taps=("stage1", "stage2"), head=("cbr(16,3) gap", "gap"),
+        loss_weights=(0.5, 1.0), alpha=0.4, mixed_precision=True, label_smoothing=0.1,
+        nesterov=True)
+    record = train(config, model_dir, log=quiet)
+    assert record == metrics(model_dir)
     assert record["joint_top1"] is not None and len(record["aux_top1"]) == 2
+    # The process's own precision is left as it was.
+    assert keras.mixed_precision.global_policy().name == "float32"
     confusion = np.load(os.path.join(baseline_dir, "held_out_confusion.npy"))
     np.testing.assert_array_equal(
         np.load(os.path.join(model_dir, "groupings", "confusion.npy")), confusion)
@@ -130,8 +99,8 @@ def test_ssal_run_with_auto_groupings(tmp_path, fashion_dir, baseline_dir):
     assert [b.loss_weight for b in model.branches] == [0.5, 1.0]
 
     # The evaluation CLI reproduces the run's final numbers on the same split, bit for bit,
-    # under mixed precision too: one evaluation code path (loop.score), the run's XLA setting
-    # and evaluation batch size.
+    # under mixed precision too: one evaluation code path (scoring.score), the run's XLA
+    # setting and evaluation batch size, read back from run.json.
     result = run_train(f"--model_dir={model_dir}", module="ssal_keras.evaluate")
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout.strip().splitlines()[-1])
@@ -139,14 +108,16 @@ def test_ssal_run_with_auto_groupings(tmp_path, fashion_dir, baseline_dir):
         assert scores[key] == record[key], key
 
 
-def test_killed_run_resumes_and_completes(tmp_path, fashion_dir):
+def test_killed_run_resumes_and_completes_and_ends_with_its_figures(tmp_path, fashion_dir):
     model_dir = str(tmp_path / "killed")
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"top1": 0.9123, "std": 0.0021, "seeds": 3,
+                                     "label": "the baseline", "explained_in": "NOTES.md"}))
     args = train_args(model_dir, fashion_dir, "--checkpoint_steps=2", "--log_every_steps=1",
-                      "--epochs=3")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+                      "--epochs=3", f"--reference={reference}")
     process = subprocess.Popen([sys.executable, "-m", "ssal_keras.train", *args], cwd=ROOT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
+                               env=cli_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
     try:
         for line in process.stdout:  # kill it mid-epoch 2, between two checkpoints
             if line.startswith("epoch 2/3 step 5/8"):
@@ -165,6 +136,11 @@ def test_killed_run_resumes_and_completes(tmp_path, fashion_dir):
     record = metrics(model_dir)
     assert record["completed"] and [r["epoch"] for r in record["history"]] == [1, 2, 3]
     assert not [p for p in os.listdir(model_dir) if p.startswith(".partial")]
+    # It ends with the reference, its own figures and where they are explained.
+    assert result.stdout.strip().splitlines()[-3:] == [
+        "reference: test top-1 0.9123 ± 0.0021, the baseline (3 seed(s))",
+        f"this run: base output top-1 {record['base_top1']:.4f}",
+        "explained in: NOTES.md"]
 
     # Once complete, the same command says so and repeats its results without training.
     result = run_train(*args)
@@ -177,12 +153,11 @@ def test_two_mirrored_replicas_match_one_device(tmp_path, fashion_dir):
     # Same global batch, same data order, BatchNorm statistics synchronised over the global
     # batch: the only difference left is the order of float32 sums in the gradient all-reduce
     # and in the BatchNorm moments, a few ulps per step that two epochs amplify to ~1e-5.
-    common = ["--augment=none", "--jit_compile=false"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    result = run_train(*train_args(one, fashion_dir, *common))
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = run_train(*train_args(two, fashion_dir, *common, "--strategy=mirrored",
-                                   "--logical_cpu_devices=2"))
+    train(small_config(fashion_dir, augment="none", jit_compile=False), one, log=quiet)
+    # Logical CPU devices must be made before TensorFlow starts: a process of its own.
+    result = run_train(*train_args(two, fashion_dir, "--augment=none", "--jit_compile=false",
+                                   "--strategy=mirrored", "--logical_cpu_devices=2"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s), global batch 32, 16 per replica" in result.stdout
     a, b = metrics(one), metrics(two)
@@ -206,14 +181,13 @@ def _free_ports(count):
 def test_multi_worker_on_loopback(tmp_path, fashion_dir):
     model_dir = str(tmp_path / "workers")
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     processes = []
     for index in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "ssal_keras.train",
              *train_args(model_dir, fashion_dir, "--strategy=multi_worker", "--epochs=1")],
-            cwd=ROOT, env=dict(env, TF_CONFIG=config), stdout=subprocess.PIPE,
+            cwd=ROOT, env=cli_env(TF_CONFIG=config), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600) for p in processes]
     for process, (out, err) in zip(processes, outputs):
@@ -225,45 +199,94 @@ def test_multi_worker_on_loopback(tmp_path, fashion_dir):
     assert not [p for p in os.listdir(model_dir) if p.startswith(".scratch")]
 
 
-@pytest.mark.parametrize(
-    "extra, match",
-    [
-        (["--no_such_flag=1"], "no_such_flag"),
-        (["--batch_size=0"], "--batch_size must be >= 1"),
-        (["--dataset=folder:/nonexistent/images"], "/nonexistent/images"),
-        (["--groupings=/nonexistent/g.txt"], "grouping file /nonexistent/g.txt does not exist"),
-        (["--groupings=auto", "--num_groups=3"], "needs --grouping_source"),
-        (["--strategy=mirrored", "--logical_cpu_devices=2", "--batch_size=33"],
-         "does not divide across 2 replicas"),
-        (["--reference=/nonexistent/reference.json"], "/nonexistent/reference.json: no such file"),
-        (["--reference=setup.py"], "--reference=setup.py is not valid JSON"),
-        (["--reference=docs/summary.json"], "must be a JSON object with ['explained_in', 'label'"),
-    ],
-)
-def test_flag_and_file_errors(tmp_path, fashion_dir, extra, match):
-    model_dir = str(tmp_path / "bad")
-    line = one_error_line(run_train(*train_args(model_dir, fashion_dir, *extra)))
-    assert match in line
-    assert not os.path.exists(os.path.join(model_dir, "model.keras"))
+# --- errors: one line from the CLI, one ValueError naming the setting from Python --------------
+CLI_ERRORS = {
+    "unknown flag": (["--no_such_flag=1"], "no_such_flag"),
+    "batch size": (["--batch_size=0"], "batch_size=0: must be an integer >= 1"),
+    "missing folder": (["--dataset=folder:/nonexistent/images"], "/nonexistent/images"),
+    "missing grouping": (["--groupings=/nonexistent/g.txt", "--taps=stage1"],
+                         "grouping file /nonexistent/g.txt does not exist"),
+    "auto without source": (["--groupings=auto", "--num_groups=3"],
+                            "groupings=auto needs a baseline run folder"),
+    "replicas": (["--strategy=mirrored", "--logical_cpu_devices=2", "--batch_size=33"],
+                 "does not divide across 2 replicas"),
+    "missing reference": (["--reference=/nonexistent/reference.json"],
+                          "/nonexistent/reference.json: no such file"),
+    "reference not json": (["--reference=setup.py"], "--reference=setup.py is not valid JSON"),
+    "reference not a figure": (["--reference=docs/summary.json"],
+                               "must be a JSON object with ['explained_in', 'label'"),
+    "missing flagfile": (["--flagfile=/nonexistent/recipe.flags"],
+                         "cannot read flagfile /nonexistent/recipe.flags"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory, fashion_dir):
+    root = tmp_path_factory.mktemp("bad")
+    return root, run_clis_at_once({
+        name: ("ssal_keras.train", *train_args(root / name.replace(" ", "_"), fashion_dir,
+                                               *extra))
+        for name, (extra, _) in CLI_ERRORS.items()})
+
+
+@pytest.mark.parametrize("name", sorted(CLI_ERRORS))
+def test_cli_errors_are_one_line(cli_errors, name):
+    root, results = cli_errors
+    line = one_error_line(results[name])
+    assert CLI_ERRORS[name][1] in line, line
+    assert not os.path.exists(root / name.replace(" ", "_") / "model.keras")
 
 
 def test_grouping_that_does_not_match_the_classes(tmp_path, fashion_dir):
     path = tmp_path / "g.txt"
     grouping.save_grouping(path, [0, 1, 0, 1])
-    line = one_error_line(run_train(*train_args(str(tmp_path / "run"), fashion_dir,
-                                                f"--groupings={path}", "--taps=stage1")))
-    assert "has 4 labels but fashion_mnist has 10 classes" in line
+    config = small_config(fashion_dir, groupings=(str(path),), taps=("stage1",))
+    with pytest.raises(ValueError, match="has 4 labels but fashion_mnist has 10 classes"):
+        train(config, str(tmp_path / "run"), log=quiet)
 
 
-def test_resuming_with_other_flags_is_refused(tmp_path, fashion_dir, baseline_dir):
-    line = one_error_line(run_train(*train_args(baseline_dir, fashion_dir, "--batch_size=64")))
-    assert "--batch_size=32" in line and "--batch_size=64" in line
+def test_resuming_with_other_settings_is_refused(fashion_dir, baseline_dir):
+    config = small_config(fashion_dir, held_out_examples=100, batch_size=64)
+    with pytest.raises(ValueError, match="started with batch_size=32, but this config says "
+                                         "batch_size=64"):
+        train(config, baseline_dir, log=quiet)
+    # Settings that do not change the result may differ.
+    same = dataclasses.replace(config, batch_size=32, log_every_steps=7, eval_batch_size=64)
+    assert train(same, baseline_dir, log=quiet)["completed"]
+
+
+def test_a_run_folder_of_flags_txt_still_resumes_and_loads(tmp_path, fashion_dir, baseline_dir):
+    """Run folders written before run.json keep their settings as flagfile lines."""
+    old = tmp_path / "old"
+    os.makedirs(old)
+    for name in ("metrics.json", "model.keras", "class_names.json"):
+        with open(os.path.join(baseline_dir, name), "rb") as f:
+            (old / name).write_bytes(f.read())
+    config = small_config(fashion_dir, held_out_examples=100)
+    (old / "flags.txt").write_text(
+        "".join(f"--{f.name}={','.join(map(str, v)) if isinstance(v, tuple) else v}\n"
+                for f in dataclasses.fields(config)
+                if (v := getattr(config, f.name)) is not None and not isinstance(v, bool))
+        + "--nomixed_precision\n--jit_compile\n--taps=\n")
+    assert ssal_keras.runs.read_config(old) == config
+    assert ssal_keras.runs.load(old).config == config
+    assert train(config, str(old), log=quiet) == metrics(baseline_dir)
+    (old / "flags.txt").write_text("--epochs=zero\n")
+    with pytest.raises(ValueError, match=r"flags.txt holds no valid run config \(--epochs=zero"):
+        ssal_keras.runs.read_config(old)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fashion_dir):
     model_dir = str(tmp_path / "nan")
-    result = run_train(*train_args(model_dir, fashion_dir, "--learning_rate=1e30",
-                                   "--checkpoint_steps=1", "--log_every_steps=1"))
-    line = one_error_line(result)
-    assert "training loss became" in line and "Last good checkpoint" in line
+    config = small_config(fashion_dir, learning_rate=1e30, checkpoint_steps=1,
+                          log_every_steps=1)
+    with pytest.raises(ValueError, match="training loss became .* Last good checkpoint"):
+        train(config, model_dir, log=quiet)
     assert not os.path.exists(os.path.join(model_dir, "model.keras"))
+
+
+def test_train_takes_a_run_config():
+    with pytest.raises(ValueError, match="config must be a ssal_keras.training.RunConfig; "
+                                         "received dict"):
+        train({"epochs": 1}, "/tmp/unused")
+    assert isinstance(RunConfig(), RunConfig)

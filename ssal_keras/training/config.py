@@ -25,6 +25,7 @@ import typing
 
 from ssal_keras import grouping as grouping_lib
 from ssal_keras.modeling import backbones, heads, losses, paper
+from ssal_keras.modeling.joint import validate_alpha
 from ssal_keras.modeling import weight_decay as weight_decay_lib
 from ssal_keras.training import flagfile
 
@@ -205,6 +206,10 @@ class RunConfig:
         if not isinstance(values, dict):
             raise ValueError(f"a run config must be a JSON object; received "
                              f"{type(values).__name__}.")
+        unknown = sorted(set(values) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; the settings are the fields of "
+                             "RunConfig (python -m ssal_keras.train --help).")
         return cls(**values)
 
     @classmethod
@@ -306,6 +311,8 @@ class RunConfig:
     # === Checks across settings ==============================================================
     def _check_together(self):
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        if self.alpha is not None:
+            validate_alpha(self.alpha)
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing,
                "must be in [0, 1)")
         self._check_augment()
@@ -340,11 +347,10 @@ class RunConfig:
             raise ValueError(f"backbone={self.backbone!r} contradicts paper_model="
                              f"{self.paper_model!r}, whose backbone is {source.backbone!r}; "
                              "drop one of them.")
-        name, _, options = self.backbone_settings()
         try:
-            backbones.registry.resolved_options(name, **options)
+            self.backbone_settings()
         except ValueError as error:
-            raise ValueError(f"backbone={name!r}: {error}") from None
+            raise ValueError(f"backbone: {error}") from None
 
     def _check_branches(self):
         if AUTO in self.groupings:
@@ -361,7 +367,7 @@ class RunConfig:
             return
         taps, head_list, weights, _ = self.branch_settings()
         for name, values in (("taps", taps), ("head", head_list), ("loss_weights", weights)):
-            _check(len(values) == self.num_branches, name, tuple(values),
+            _check(len(values) == self.num_branches, name, getattr(self, name) or tuple(values),
                    f"has {len(values)} entries but there are {self.num_branches} groupings; "
                    "give one per branch")
         for layout in head_list:
