@@ -209,7 +209,44 @@ def test_unexportable_models_are_refused(tmp_path):
         export.to_onnx(dynamic, str(tmp_path / "m.onnx"))
     with pytest.raises(ValueError, match="opset must be an int in 13..18"):
         export.to_onnx(preact_ssal(), str(tmp_path / "m.onnx"), opset=19)
+    with pytest.raises(ValueError, match="opset must be an int in 13..18"):
+        export.export_folder(preact_ssal(), str(tmp_path / "out"), opset=True)
     assert not os.listdir(tmp_path)
+
+
+def test_formats_table_and_artifacts():
+    assert export.FORMATS == ("saved_model", "onnx")
+    assert export.ARTIFACTS == {"saved_model": "saved_model", "onnx": "model.onnx"}
+    assert export.check_formats("onnx, saved_model") == ("saved_model", "onnx")
+    with pytest.raises(ValueError, match="no format given; valid formats: saved_model, onnx"):
+        export.check_formats(" , ")
+
+
+def test_staged_writes_are_all_or_nothing(tmp_path):
+    target = tmp_path / "artifact"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+
+    def fail(staged):
+        os.mkdir(staged)
+        (tmp_path / "seen").write_text(staged)
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        export.formats.write_staged(str(target), fail)
+    # Staged beside the destination, and gone with the failure; the old folder is untouched.
+    assert os.path.dirname(os.path.dirname((tmp_path / "seen").read_text())) == str(tmp_path)
+    (tmp_path / "seen").unlink()
+    assert os.listdir(target) == ["old.txt"] and os.listdir(tmp_path) == ["artifact"]
+
+    def write(staged):
+        os.mkdir(staged)
+        with open(os.path.join(staged, "new.txt"), "w") as f:
+            f.write("new")
+        return "written"
+
+    assert export.formats.write_staged(str(target), write) == "written"
+    assert os.listdir(target) == ["new.txt"] and os.listdir(tmp_path) == ["artifact"]
 
 
 def test_mixed_precision_models_are_exported_in_float32(tmp_path):
@@ -353,6 +390,8 @@ def test_cli_exports_a_plain_classifier_as_base(run_dirs, tmp_path):
     ("joint of a plain model", ["--model_dir={plain}", "--outputs=joint"],
      "no joint output.*--outputs=base"),
     ("negative alpha", ["--alpha=-0.5"], "--alpha must be >= 0"),
+    ("opset out of range", ["--opset=12"], r"--opset must be in 13\.\.18 \(tf2onnx 1\.17\); "
+                                            "received 12"),
     ("unknown format", ["--formats=onnx,tflite"], "unknown format.* tflite; valid formats"),
 ])
 def test_cli_bad_inputs_fail_in_one_line(run_dirs, tmp_path, case, flags, message):

@@ -29,10 +29,11 @@ _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Run folder holding model.keras (and optionally class_names.json)."
 )
 _OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Folder to write: saved_model/, model.onnx, export.json."
+    "output_dir", None,
+    f"Folder to write: {', '.join(bundle.ARTIFACTS.values())}, {bundle.METADATA}."
 )
 _FORMATS = flags.DEFINE_list(
-    "formats", ["saved_model", "onnx"], "Comma-separated formats: saved_model, onnx."
+    "formats", list(bundle.FORMATS), f"Comma-separated formats: {', '.join(bundle.FORMATS)}."
 )
 _OUTPUTS = flags.DEFINE_string(
     "outputs",
@@ -45,10 +46,14 @@ _ALPHA = flags.DEFINE_float(
     "model's own."
 )
 _PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "model"], "float32: a model trained under a "
+    "precision", "float32", list(serving.PRECISIONS), "float32: a model trained under a "
     "mixed-precision policy is exported computing in float32; model: keep its policy."
 )
-_OPSET = flags.DEFINE_integer("opset", 17, "ONNX opset (13..18; tf2onnx 1.17 stops at 18).")
+_OPSET = flags.DEFINE_integer(
+    "opset", formats.DEFAULT_OPSET,
+    f"ONNX opset ({formats.MIN_OPSET}..{formats.MAX_OPSET}; tf2onnx 1.17 stops at "
+    f"{formats.MAX_OPSET})."
+)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace a previous export in --output_dir."
 )
@@ -56,10 +61,9 @@ _OVERWRITE = flags.DEFINE_bool(
 PROG = "export"
 
 
-def _run():
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TensorFlow's and tf2onnx's progress lines
-    # Flag checks first: they are cheap, loading the model is not.
+def _check_flags():
+    """Checks the flags before the model is loaded (they are cheap, loading it is not);
+    returns the chosen formats."""
     if not _MODEL_DIR.value:
         raise cli.UsageError("--model_dir is required (the run folder holding model.keras).")
     if not _OUTPUT_DIR.value:
@@ -68,34 +72,30 @@ def _run():
     alpha = _ALPHA.value
     if alpha is not None and not alpha >= 0:
         raise cli.UsageError(f"--alpha must be >= 0 (the paper uses 0.3-0.5); received {alpha}.")
-    if not 13 <= _OPSET.value <= 18:
-        raise cli.UsageError(f"--opset must be in 13..18 (tf2onnx 1.17); received {_OPSET.value}.")
+    try:
+        formats.check_opset(_OPSET.value)
+    except ValueError:  # reworded for the command line: a flag is always an int
+        raise cli.UsageError(
+            f"--opset must be in {formats.MIN_OPSET}..{formats.MAX_OPSET} (tf2onnx 1.17); "
+            f"received {_OPSET.value}."
+        ) from None
     if _OUTPUTS.value is not None and not _OUTPUTS.value.strip():
         raise cli.UsageError(
             f"--outputs is empty; give {'|'.join(serving.OUTPUT_CHOICES)} or output names."
         )
-    bundle._check_output_dir(_OUTPUT_DIR.value, _OVERWRITE.value)
+    bundle.check_output_dir(_OUTPUT_DIR.value, _OVERWRITE.value)
+    return chosen
 
-    model, class_names = bundle.load_run(_MODEL_DIR.value)
-    meta = bundle.export_folder(
-        model,
-        _OUTPUT_DIR.value,
-        formats=chosen,
-        outputs=_OUTPUTS.value,
-        alpha=alpha,
-        class_names=class_names,
-        opset=_OPSET.value,
-        precision=_PRECISION.value,
-        overwrite=_OVERWRITE.value,
-        source=os.path.abspath(_MODEL_DIR.value),
-    )
+
+def _print_summary(meta):
+    """One line per written format, one on precision if converted, one for export.json."""
     names = ", ".join(o["name"] for o in meta["outputs"])
     alpha_note = f", alpha {meta['alpha']:g}" if meta["alpha"] is not None else ""
     for fmt, report in meta["formats"].items():
         print(
             f"{fmt}: {os.path.join(_OUTPUT_DIR.value, report['path'])} (outputs {names}"
             f"{alpha_note}); max |export - keras| = {report['max_abs_diff']:.2g} at batch "
-            f"sizes {report['batch_sizes']} (tolerance {formats.TOLERANCE:g})"
+            f"sizes {report['batch_sizes']} (tolerance {report['tolerance']:g})"
         )
     precision = meta["precision"]
     if precision["max_abs_diff_to_trained"] is not None:
@@ -104,6 +104,26 @@ def _run():
             f" (max |float32 - that policy| = {precision['max_abs_diff_to_trained']:.2g})"
         )
     print(f"wrote {os.path.join(_OUTPUT_DIR.value, bundle.METADATA)}")
+
+
+def _run():
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TensorFlow's and tf2onnx's progress lines
+    chosen = _check_flags()
+    model, class_names = bundle.load_run(_MODEL_DIR.value)
+    meta = bundle.export_folder(
+        model,
+        _OUTPUT_DIR.value,
+        formats=chosen,
+        outputs=_OUTPUTS.value,
+        alpha=_ALPHA.value,
+        class_names=class_names,
+        opset=_OPSET.value,
+        precision=_PRECISION.value,
+        overwrite=_OVERWRITE.value,
+        source=os.path.abspath(_MODEL_DIR.value),
+    )
+    _print_summary(meta)
 
 
 def main():

@@ -9,16 +9,16 @@ import importlib.metadata
 import os
 import platform
 import shutil
-import tempfile
 
 from ssal_keras import runs
 from ssal_keras.export import formats as writers
 from ssal_keras.export import serving
+from ssal_keras.modeling import outputs as model_outputs
 
-FORMATS = ("saved_model", "onnx")
+FORMATS = tuple(writers.WRITERS)
 """Export formats, in the order they are written."""
 
-ARTIFACTS = {"saved_model": "saved_model", "onnx": "model.onnx"}
+ARTIFACTS = {name: writer.artefact for name, writer in writers.WRITERS.items()}
 """The path of each format inside the export folder."""
 
 METADATA = "export.json"
@@ -76,36 +76,49 @@ def check_formats(formats):
     return tuple(f for f in FORMATS if f in names)
 
 
-def _versions(with_onnx):
-    names = ["numpy", "tensorflow", "keras", "onnxruntime"]
-    if with_onnx:
-        names += ["tf2onnx", "onnx"]
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    from ssal_keras import __version__
+def takes_opset(formats):
+    """Whether any of ``formats`` (names in ``FORMATS``) is written at an ONNX opset."""
+    return any(writers.WRITERS[f].takes_opset for f in formats)
 
-    versions["ssal_keras"] = __version__
-    return versions
+
+def check_output_dir(output_dir, overwrite):
+    """Returns ``output_dir`` as an absolute path if an export may be written there.
+
+    It may be missing, or a folder holding other files; a folder holding a previous export
+    (``export.json`` or an artifact) only when ``overwrite`` is true.
+
+    Raises:
+        FileExistsError: when ``output_dir`` is a file, or holds an export and ``overwrite``
+            is false.
+    """
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FileExistsError(f"output_dir {output_dir} is a file; give a folder.")
+    present = [a for a in (METADATA, *ARTIFACTS.values())
+               if os.path.lexists(os.path.join(output_dir, a))]
+    if present and not overwrite:
+        raise FileExistsError(
+            f"output_dir {output_dir} already holds {', '.join(present)}; choose another "
+            "folder or allow overwriting (--overwrite)."
+        )
+    return output_dir
 
 
 def describe(model, names, *, class_names=None):
     """The model-side fields of ``export.json``: input, outputs, classes, groupings, alpha."""
     height, width, channels = serving.check_exportable(model)
-    ssal = serving.is_ssal(model)
+    ssal = model_outputs.is_ssal(model)
     num_classes = int(model.num_classes if ssal else model.outputs[0].shape[-1])
-    groupings = [b.grouping.tolist() for b in model.branches] if ssal else []
-    widths = {"joint": num_classes, "base": num_classes}
+    groupings = [g.tolist() for g in model_outputs.model_groupings(model)]
+    widths = {model_outputs.JOINT: num_classes, model_outputs.BASE: num_classes}
     meaning = {
-        "joint": "class probabilities, the fused joint prediction of SSAL",
-        "base": "class probabilities of the base classifier",
+        model_outputs.JOINT: "class probabilities, the fused joint prediction of SSAL",
+        model_outputs.BASE: "class probabilities of the base classifier",
     }
     for index, grouping in enumerate(groupings):
-        widths[f"aux_{index}"] = max(grouping) + 1
-        meaning[f"aux_{index}"] = f"group probabilities of branch {index} (groupings[{index}])"
+        widths[model_outputs.aux_name(index)] = max(grouping) + 1
+        meaning[model_outputs.aux_name(index)] = (
+            f"group probabilities of branch {index} (groupings[{index}])")
     return {
         "input": {
             "name": serving.INPUT_NAME,
@@ -128,18 +141,80 @@ def describe(model, names, *, class_names=None):
     }
 
 
-def _check_output_dir(output_dir, overwrite):
-    output_dir = os.path.abspath(os.fspath(output_dir))
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise FileExistsError(f"output_dir {output_dir} is a file; give a folder.")
-    present = [a for a in (METADATA, *ARTIFACTS.values())
-               if os.path.lexists(os.path.join(output_dir, a))]
-    if present and not overwrite:
-        raise FileExistsError(
-            f"output_dir {output_dir} already holds {', '.join(present)}; choose another "
-            "folder or allow overwriting (--overwrite)."
-        )
-    return output_dir
+def _versions(formats):
+    """The versions of Python and of the packages the export of ``formats`` used."""
+    names = ["numpy", "tensorflow", "keras", "onnxruntime"]
+    names += [p for f in formats for p in writers.WRITERS[f].packages]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    from ssal_keras import __version__
+
+    versions["ssal_keras"] = __version__
+    return versions
+
+
+def _write_formats(model, folder, formats, names, *, opset, tolerance):
+    """Writes and checks each of ``formats`` into ``folder``; returns their export.json
+    entries (outputs and alpha are stated once for the whole export, not per format)."""
+    reports = {}
+    for fmt in formats:
+        report = writers.write_and_check(fmt, model, os.path.join(folder, ARTIFACTS[fmt]),
+                                         names, opset=opset, tolerance=tolerance)
+        report = {k: v for k, v in report.items() if k not in ("outputs", "alpha", "format")}
+        reports[fmt] = {"path": ARTIFACTS[fmt], **report}
+    return reports
+
+
+def _metadata(model_fields, reports, *, opset, tolerance, source, alpha_trained, precision):
+    """The contents of ``export.json``, from ``describe``'s fields and each format's report."""
+    return {
+        "format_version": METADATA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "formats": reports,
+        "opset": opset if takes_opset(reports) else None,
+        "max_abs_diff": max(r["max_abs_diff"] for r in reports.values()),
+        "tolerance": tolerance,
+        "check": {"batch_sizes": list(writers.CHECK_BATCH_SIZES),
+                  "images": "seeded uniform raw pixels in 0..255",
+                  "reference": "keras model(x, training=False)"},
+        **model_fields,
+        "alpha_trained": alpha_trained,
+        "precision": precision,
+        "versions": _versions(reports),
+    }
+
+
+def _remove(path):
+    """Removes the file, link or folder ``path``, if any."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _place_export(staged, output_dir):
+    """Moves a finished export folder to ``output_dir``: in one rename when ``output_dir`` is
+    missing or empty; else artifact by artifact, keeping the folder's other files, with
+    ``export.json`` removed first and put back last."""
+    if os.path.isdir(output_dir) and not os.listdir(output_dir):
+        os.rmdir(output_dir)
+    if not os.path.exists(output_dir):
+        os.rename(staged, output_dir)
+        return
+    finished = os.path.join(output_dir, METADATA)
+    _remove(finished)  # the folder stops looking finished before it changes
+    for artefact in ARTIFACTS.values():
+        source, target = os.path.join(staged, artefact), os.path.join(output_dir, artefact)
+        if os.path.lexists(source):
+            writers.put_in_place(source, target)
+        else:
+            _remove(target)  # a format of the replaced export that this one lacks
+    os.replace(os.path.join(staged, METADATA), finished)
 
 
 def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=None,
@@ -147,10 +222,10 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
                   tolerance=writers.TOLERANCE, overwrite=False, source=None):
     """Writes a deployable export folder: every format checked, then ``export.json``.
 
-    Everything is staged in a hidden folder beside ``output_dir``; each format is run and
-    compared with the Keras model (``to_saved_model``, ``to_onnx``); only when every check
-    passed are the artifacts moved into ``output_dir`` and ``export.json`` written (last,
-    atomically). On failure nothing is left at ``output_dir``.
+    The folder is staged beside ``output_dir`` (``writers.write_staged``); each format is
+    written and compared with the Keras model as by ``to_saved_model`` and ``to_onnx``; only
+    when every check passed are the artifacts moved into ``output_dir`` and ``export.json``
+    put there (last, atomically). On failure nothing is left at ``output_dir``.
 
     Example::
 
@@ -178,65 +253,20 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
         ValueError, FileExistsError, ExportCheckError: as ``to_saved_model`` / ``to_onnx``.
     """
     chosen = check_formats(formats)
-    if "onnx" in chosen and (
-        isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 18
-    ):
-        raise ValueError(f"opset must be an int in 13..18 (tf2onnx 1.17); received {opset!r}.")
-    output_dir = _check_output_dir(output_dir, overwrite)
-    original_alpha = getattr(model, "alpha", None)
-    model, names, precision_info = serving.prepare(
+    if takes_opset(chosen):
+        writers.check_opset(opset)
+    output_dir = check_output_dir(output_dir, overwrite)
+    exported, names, precision_info = serving.prepare(
         model, outputs=outputs, alpha=alpha, precision=precision)
-    meta = describe(model, names, class_names=class_names)
+    model_fields = describe(exported, names, class_names=class_names)
 
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
-    try:
-        os.chmod(staging, 0o777 & ~runs.umask())  # mkdtemp makes it private; OUT is not
-        reports = {}
-        for fmt in chosen:
-            path = os.path.join(staging, ARTIFACTS[fmt])
-            if fmt == "saved_model":
-                report = writers._saved_model_into(model, path, names, tolerance)
-            else:
-                report = writers._onnx_into(model, path, names, opset, tolerance)
-            report = {k: v for k, v in report.items() if k not in ("outputs", "alpha", "format")}
-            reports[fmt] = {"path": ARTIFACTS[fmt], **report}
-        meta = {
-            "format_version": METADATA_VERSION,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": source,
-            "formats": reports,
-            "opset": opset if "onnx" in chosen else None,
-            "max_abs_diff": max(r["max_abs_diff"] for r in reports.values()),
-            "tolerance": tolerance,
-            "check": {"batch_sizes": list(writers.CHECK_BATCH_SIZES),
-                      "images": "seeded uniform raw pixels in 0..255",
-                      "reference": "keras model(x, training=False)"},
-            **meta,
-            "alpha_trained": original_alpha,
-            "precision": precision_info,
-            "versions": _versions("onnx" in chosen),
-        }
-        # Move into place: artifacts first, export.json last.
-        if os.path.isdir(output_dir) and not os.listdir(output_dir):
-            os.rmdir(output_dir)
-        if not os.path.exists(output_dir):
-            runs.write_json(os.path.join(staging, METADATA), meta)
-            os.rename(staging, output_dir)
-        else:
-            finished = os.path.join(output_dir, METADATA)
-            if os.path.exists(finished):
-                os.remove(finished)  # the folder stops looking finished before it changes
-            for fmt in FORMATS:
-                target = os.path.join(output_dir, ARTIFACTS[fmt])
-                if fmt in chosen:
-                    writers._put_in_place(os.path.join(staging, ARTIFACTS[fmt]), target)
-                elif os.path.isdir(target) and not os.path.islink(target):
-                    shutil.rmtree(target)  # a stale format of the export being replaced
-                elif os.path.lexists(target):
-                    os.remove(target)
-            runs.write_json(finished, meta)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return meta
+    def write(folder):
+        os.mkdir(folder)  # with the umask's permissions (its staging folder is private)
+        reports = _write_formats(exported, folder, chosen, names, opset=opset,
+                                 tolerance=tolerance)
+        meta = _metadata(model_fields, reports, opset=opset, tolerance=tolerance, source=source,
+                         alpha_trained=getattr(model, "alpha", None), precision=precision_info)
+        runs.write_json(os.path.join(folder, METADATA), meta)
+        return meta
+
+    return writers.write_staged(output_dir, write, place=_place_export)

@@ -9,20 +9,17 @@ alone for a plain Keras classifier (a baseline run has no branches, hence no joi
 import keras
 import numpy as np
 
-from ssal_keras.analysis.scoring import outputs_by_name
+from ssal_keras.modeling import outputs as model_outputs
 from ssal_keras.modeling.joint import validate_alpha
-from ssal_keras.modeling.model import BASE, JOINT, SSALModel, aux_name
 
 INPUT_NAME = "images"
 """The name of the exported graph's input (SavedModel signature and ONNX alike)."""
 
-OUTPUT_CHOICES = ("joint", "base", "all")
+ALL_OUTPUTS = "all"
+"""The keyword of ``outputs=`` that exports every output."""
+
+OUTPUT_CHOICES = (model_outputs.JOINT, model_outputs.BASE, ALL_OUTPUTS)
 """The keywords of ``outputs=``; a comma-separated list of output names is accepted too."""
-
-
-def is_ssal(model):
-    """Whether ``model`` has SSAL branches (and so ``aux_<i>`` and ``joint`` outputs)."""
-    return isinstance(model, SSALModel)
 
 
 def available_outputs(model):
@@ -35,14 +32,15 @@ def available_outputs(model):
         list of str. ``["joint", "base", "aux_0", ...]`` for an SSAL model, ``["base"]`` for a
         plain classifier.
     """
-    if is_ssal(model):
-        return [JOINT, BASE, *(aux_name(i) for i in range(len(model.branches)))]
-    return [BASE]
+    names = model_outputs.output_names(model)
+    # The deployed prediction first, then its parts.
+    first = [n for n in (model_outputs.JOINT, model_outputs.BASE) if n in names]
+    return first + [n for n in names if n not in first]
 
 
 def default_outputs(model):
     """``"joint"`` for an SSAL model, ``"base"`` for a plain classifier."""
-    return JOINT if is_ssal(model) else BASE
+    return model_outputs.JOINT if model_outputs.is_ssal(model) else model_outputs.BASE
 
 
 def select_outputs(model, outputs=None):
@@ -67,14 +65,14 @@ def select_outputs(model, outputs=None):
         names = [n.strip() for n in outputs.split(",") if n.strip()]
     else:
         names = [str(n).strip() for n in outputs]
-    if names == ["all"]:
+    if names == [ALL_OUTPUTS]:
         return tuple(valid)
     if not names:
         raise ValueError(
             f"outputs is empty; give {'|'.join(OUTPUT_CHOICES)} or output names from {valid}."
         )
     for name in names:
-        if name == JOINT and not is_ssal(model):
+        if name == model_outputs.JOINT and not model_outputs.is_ssal(model):
             raise ValueError(
                 "outputs=joint needs an SSAL model, but this model is a plain classifier "
                 "(no branches, so no joint output); export its probabilities as base: "
@@ -109,7 +107,7 @@ def check_exportable(model):
             "with a fixed input_shape=(height, width, channels) so the exported graph and "
             "its clients know the image size."
         )
-    if not is_ssal(model):
+    if not model_outputs.is_ssal(model):
         if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
             shapes = [tuple(t.shape) for t in model.outputs]
             raise ValueError(
@@ -181,7 +179,7 @@ def with_alpha(model, alpha):
     if alpha is None:
         return model
     alpha = validate_alpha(alpha)
-    if not is_ssal(model):
+    if not model_outputs.is_ssal(model):
         raise ValueError(
             "alpha sets the joint prediction of an SSAL model, but this model is a plain "
             "classifier (no branches); drop alpha."
@@ -192,7 +190,7 @@ def with_alpha(model, alpha):
     sample = sample_images(model, 2, seed=1)
     before, after = reference_outputs(model, sample), reference_outputs(rebuilt, sample)
     for name in available_outputs(model):
-        if name != JOINT and not np.array_equal(before[name], after[name]):
+        if name != model_outputs.JOINT and not np.array_equal(before[name], after[name]):
             raise RuntimeError(
                 f"rebuilding the model with alpha={alpha} changed its {name!r} output; the "
                 "config round trip of this model is not faithful (report it as a bug)."
@@ -252,11 +250,15 @@ def prepare(model, *, outputs=None, alpha=None, precision="float32"):
     return exported, names, info
 
 
-def _call(model, images):
+def call_model(model, images):
+    """``model(images, training=False)``, with ``images`` in the structure the model takes."""
     # A functional model built with `inputs=[x]` expects a one-element list; with `inputs=x`
     # a tensor. Matching its structure avoids Keras's "structure of inputs" warning.
     structure = getattr(model, "_inputs_struct", None)
     return model([images] if isinstance(structure, (list, tuple)) else images, training=False)
+
+
+_call = call_model  # the old name, still used by benchmarks/inference.py
 
 
 def sample_images(model, batch_size, *, seed=0):
@@ -268,7 +270,7 @@ def sample_images(model, batch_size, *, seed=0):
 
 def reference_outputs(model, images, names=None):
     """The Keras model's outputs by name, as float32 NumPy arrays (``training=False``)."""
-    out = outputs_by_name(_call(model, images))
+    out = model_outputs.outputs_by_name(call_model(model, images))
     names = names or list(out)
     return {n: np.asarray(keras.ops.convert_to_numpy(out[n]), dtype="float32") for n in names}
 
@@ -292,7 +294,7 @@ def serving_function(model, names):
 
     @tf.function(input_signature=[spec])
     def serve(images):
-        out = outputs_by_name(_call(model, images))
+        out = model_outputs.outputs_by_name(call_model(model, images))
         return {n: tf.cast(out[n], tf.float32) for n in names}
 
     return serve

@@ -1,13 +1,11 @@
-"""Balanced grouping of labels (supplement section A / SPEC section 2).
+"""The authors' balanced grouping of labels (supplement section A / SPEC section 2).
 
-An SSAL branch predicts a *grouping* of the `C` fine labels: one group id in `0..k-1` per
-label. This module builds such groupings from a label distance matrix with the authors'
-balanced clustering, turns a confusion matrix into a distance matrix, and reads, writes and
-validates grouping files (one integer group id per line, in label order: the authors' format).
-`balanced_grouping(..., tie_break="authors")` with `confusion_distance(..., maximum="raw")`
-reproduces the authors' `create_grouping_v2` exactly, ties included (AUTHORS.md section 10).
-
-NumPy only; nothing here imports TensorFlow or Keras.
+`balanced_grouping` splits the labels into balanced groups of mutually close labels, given a
+label distance matrix; `grouping_from_confusion` does so for a confusion matrix, through
+`confusion_distance`. Two tie-break modes (`TIE_BREAKS`): `"random"`, ties within `TIE_RTOL`
+drawn from a seeded generator, and `"authors"`, which with `confusion_distance(...,
+maximum="raw")` reproduces the authors' `create_grouping_v2` exactly, ties included
+(AUTHORS.md section 10).
 
 Example:
 
@@ -16,20 +14,20 @@ Example:
 >>> distance = np.abs(points[:, None] - points[None, :])
 >>> balanced_grouping(distance, 2).tolist()
 [0, 0, 0, 1, 1]
->>> group_sizes([0, 0, 0, 1, 1]).tolist()
-[3, 2]
+>>> balanced_grouping(distance, 2, tie_break="authors").tolist()
+[0, 0, 0, 1, 1]
+>>> grouping_from_confusion([[9, 4, 0], [3, 9, 1], [0, 0, 9]], 2).tolist()
+[0, 0, 1]
 """
 
 import numbers
-import os
 
 import numpy as np
 
-from ssal_keras import runs
+from ssal_keras.grouping.checks import _as_float_matrix, _check_choice, _check_int, _describe
+from ssal_keras.grouping.confusion import CRITERIA, confusion_distance
 
-CRITERIA = ("join_similar", "split_similar")
 TIE_BREAKS = ("random", "authors")
-MAXIMA = ("symmetrised", "raw")
 
 # Two candidate values (row sums or average distances, all >= 0) tie when they differ by at
 # most this fraction of the best value: |v - best| <= TIE_RTOL * |best|. Sums of non-negative
@@ -37,58 +35,6 @@ MAXIMA = ("symmetrised", "raw")
 # mathematically equal but were summed in a different order still tie, while distinct values
 # of a random float matrix are never this close in practice. Integer matrices tie exactly.
 TIE_RTOL = 1e-12
-
-
-def _describe(value):
-    """Short text for an argument value in an error message (no huge array dumps)."""
-    if isinstance(value, np.ndarray):
-        if value.size <= 8:
-            return np.array2string(value, separator=", ").replace("\n", "")
-        return f"array of shape {value.shape} and dtype {value.dtype}"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _as_float_matrix(matrix, name):
-    """Validates a 2-D square, finite (off the diagonal), non-negative matrix."""
-    try:
-        array = np.array(matrix, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"{name} must be a 2-D square matrix of numbers; received an object that is not "
-            f"numeric ({error})."
-        ) from None
-    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 2-D square matrix (one row and one column per label); "
-            f"received shape {array.shape}."
-        )
-    off_diagonal = ~np.eye(array.shape[0], dtype=bool)
-    values = array[off_diagonal]
-    if not np.all(np.isfinite(values)):
-        row, col = np.argwhere(~np.isfinite(array) & off_diagonal)[0]
-        raise ValueError(
-            f"{name} must have finite entries off the diagonal; received "
-            f"{name}[{row}, {col}]={array[row, col]}."
-        )
-    if np.any(values < 0):
-        row, col = np.argwhere((array < 0) & off_diagonal)[0]
-        raise ValueError(
-            f"{name} must have entries >= 0 off the diagonal; received "
-            f"{name}[{row}, {col}]={array[row, col]}."
-        )
-    np.fill_diagonal(array, 0.0)
-    return array
-
-
-def _check_int(value, name, minimum, maximum=None, what=""):
-    valid = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-    if not valid or value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(
-            f"{name} must be an int {bound}{what}; received {name}={_describe(value)}."
-        )
-    return int(value)
 
 
 def _tie_pick(values, best, rng):
@@ -102,15 +48,6 @@ def _tie_pick(values, best, rng):
     if tied.size == 1:
         return int(tied[0])
     return int(tied[rng.integers(tied.size)])
-
-
-def _check_choice(value, name, choices):
-    """Returns `value` if it is one of the strings `choices`, else a one-line ValueError."""
-    if not (isinstance(value, str) and value in choices):
-        raise ValueError(
-            f"{name} must be one of {', '.join(choices)}; received {name}={_describe(value)}."
-        )
-    return value
 
 
 class _Groups:
@@ -173,57 +110,59 @@ def _random_ties(dist, k, limit, seed):
     return state.grouping
 
 
-def _authors_ties(dist, k, limit, split, seed):
-    """`tie_break="authors"`: the tie rules of `create_grouping_v2` (keras/helper.py:42-188).
+def _authors_first_label(dist, state):
+    """Lines 71-82: the argmin of the row sums (numpy.sum of each row) opens group 0.
 
-    Line numbers below are those of the authors' keras/helper.py; AUTHORS.md section 10 lists
-    the same facts. Every comparison is exact float equality, as in their code.
+    Lowest index on ties; no random draw.
     """
-    rs = np.random.RandomState(seed)
-    state = _Groups(dist, k)
-    num_labels = dist.shape[0]
-
-    # Lines 71-82: the argmin of the row sums (numpy.sum of each row), lowest index on ties,
-    # opens group 0. No random draw.
     row_sums = np.array([np.sum(row) for row in dist])
     state.assign(int(np.argmin(row_sums)), 0)
 
-    for _ in range(num_labels - 1):  # Lines 88-165: one label per iteration.
-        candidates = np.flatnonzero(state.unassigned)
-        closest = state.row_min[candidates]  # Minimum mean distance to the populated groups.
-        largest = closest.max()
-        if state.sizes.min() == 0:
-            # Lines 114-126: some group is empty, take the largest; their scan counts a tie
-            # only when two or more labels share it.
-            tied = candidates[closest == largest]
-            draw = tied.size > 1
-        else:
-            # Lines 127-137: take the smallest. Their scan starts from the largest value, so
-            # when every unassigned label has the same value (always so for the last label)
-            # it counts a tie even for a single label.
-            smallest = closest.min()
-            tied = candidates[closest == smallest]
-            draw = tied.size > 1 or smallest == largest
-        # Lines 138-143: numpy.random.choice among the tied labels, in increasing order.
-        label = int(rs.choice(tied)) if draw else int(tied[0])
 
-        # Lines 145-164: the group. Mean distance to every group, 0 for an empty one; argmin
-        # (lowest index on ties). Split similar: if the best value is exactly 0, walk
-        # randint(0, K) steps cyclically over the groups at exactly 0, starting from the
-        # first, i.e. take zeros[r % len(zeros)]. A full group is set to 1e9 and the choice
-        # repeated (including a new draw); here it is set to inf, which gives the same choice
-        # whenever theirs terminates (their loop never ends if a real mean is >= 1e9).
-        values = np.where(state.sizes > 0, state.avg[:, label], 0.0)
-        while True:
-            group = int(np.argmin(values))
-            if split and values[group] == 0:
-                zeros = np.flatnonzero(values == 0)
-                group = int(zeros[rs.randint(low=0, high=k) % zeros.size])
-            if state.sizes[group] < limit:  # Line 160: full at size >= size_margin * C / K.
-                break
-            values[group] = np.inf
-        state.assign(label, group)
+def _authors_label(state, rs):
+    """Lines 88-143: the next label to assign, drawn with `rs` on the authors' ties."""
+    candidates = np.flatnonzero(state.unassigned)
+    closest = state.row_min[candidates]  # Minimum mean distance to the populated groups.
+    largest = closest.max()
+    if state.sizes.min() == 0:
+        # Lines 114-126: some group is empty, take the largest; their scan counts a tie
+        # only when two or more labels share it.
+        tied = candidates[closest == largest]
+        draw = tied.size > 1
+    else:
+        # Lines 127-137: take the smallest. Their scan starts from the largest value, so
+        # when every unassigned label has the same value (always so for the last label)
+        # it counts a tie even for a single label.
+        smallest = closest.min()
+        tied = candidates[closest == smallest]
+        draw = tied.size > 1 or smallest == largest
+    # Lines 138-143: numpy.random.choice among the tied labels, in increasing order.
+    return int(rs.choice(tied)) if draw else int(tied[0])
 
+
+def _authors_group(state, label, k, limit, split, rs):
+    """Lines 145-164: the group `label` joins.
+
+    Mean distance to every group, 0 for an empty one; argmin (lowest index on ties). Split
+    similar: if the best value is exactly 0, walk randint(0, K) steps cyclically over the
+    groups at exactly 0, starting from the first, i.e. take zeros[r % len(zeros)]. A full
+    group is set to 1e9 and the choice repeated (including a new draw); here it is set to
+    inf, which gives the same choice whenever theirs terminates (their loop never ends if a
+    real mean is >= 1e9).
+    """
+    values = np.where(state.sizes > 0, state.avg[:, label], 0.0)
+    while True:
+        group = int(np.argmin(values))
+        if split and values[group] == 0:
+            zeros = np.flatnonzero(values == 0)
+            group = int(zeros[rs.randint(low=0, high=k) % zeros.size])
+        if state.sizes[group] < limit:  # Line 160: full at size >= size_margin * C / K.
+            return group
+        values[group] = np.inf
+
+
+def _check_no_empty_group(state, k):
+    """Raises if the authors' rules left a group empty (their function would return it)."""
     empty = np.flatnonzero(state.sizes == 0)
     if empty.size:
         raise ValueError(
@@ -233,7 +172,39 @@ def _authors_ties(dist, k, limit, split, seed):
             f"create_grouping_v2 returns such a grouping; a grouping here needs every group "
             f"non-empty); use fewer groups or tie_break='random'."
         )
+
+
+def _authors_ties(dist, k, limit, split, seed):
+    """`tie_break="authors"`: the tie rules of `create_grouping_v2` (keras/helper.py:42-188).
+
+    Line numbers in this function and its helpers are those of the authors'
+    keras/helper.py; AUTHORS.md section 10 lists the same facts. Every comparison is exact
+    float equality, as in their code. The random draws are made in their order: per label,
+    the label's draw (if any), then the group's draws (if any).
+    """
+    rs = np.random.RandomState(seed)
+    state = _Groups(dist, k)
+    _authors_first_label(dist, state)
+    for _ in range(dist.shape[0] - 1):  # Lines 88-165: one label per iteration.
+        label = _authors_label(state, rs)
+        state.assign(label, _authors_group(state, label, k, limit, split, rs))
+    _check_no_empty_group(state, k)
     return state.grouping
+
+
+def _check_size_margin(size_margin):
+    """`size_margin` as a float if it is a finite real number >= 1, else a ValueError."""
+    if (
+        not isinstance(size_margin, numbers.Real)
+        or isinstance(size_margin, (bool, np.bool_))
+        or not np.isfinite(size_margin)
+        or size_margin < 1
+    ):
+        raise ValueError(
+            f"size_margin must be a finite number >= 1 (groups are full at "
+            f"size_margin * C / num_groups labels); received size_margin={_describe(size_margin)}."
+        )
+    return float(size_margin)
 
 
 def balanced_grouping(
@@ -328,17 +299,7 @@ def balanced_grouping(
     k = _check_int(
         num_groups, "num_groups", 1, num_labels, f" (the number of labels, {num_labels})"
     )
-    if (
-        not isinstance(size_margin, numbers.Real)
-        or isinstance(size_margin, (bool, np.bool_))
-        or not np.isfinite(size_margin)
-        or size_margin < 1
-    ):
-        raise ValueError(
-            f"size_margin must be a finite number >= 1 (groups are full at "
-            f"size_margin * C / num_groups labels); received size_margin={_describe(size_margin)}."
-        )
-    size_margin = float(size_margin)
+    size_margin = _check_size_margin(size_margin)
     tie_break = _check_choice(tie_break, "tie_break", TIE_BREAKS)
     criterion = _check_choice(criterion, "criterion", CRITERIA)
     if tie_break == "authors":
@@ -385,226 +346,3 @@ def grouping_from_confusion(confusion, num_groups, *, criterion="join_similar",
         confusion, criterion, maximum="raw" if tie_break == "authors" else "symmetrised")
     return balanced_grouping(distance, num_groups, size_margin=size_margin, seed=seed,
                              tie_break=tie_break, criterion=criterion)
-
-
-def confusion_matrix(labels, predictions, num_classes):
-    """Counts (true label, predicted label) pairs: the input of ``confusion_distance``.
-
-    Args:
-        labels: array-like of int, shape (N,). True class ids.
-        predictions: array-like of int, shape (N,). Predicted class ids.
-        num_classes: int. Number of classes C.
-
-    Returns:
-        np.ndarray of int64, shape (C, C); rows are true labels, columns predictions.
-    """
-    num_classes = _check_int(num_classes, "num_classes", 1)
-    labels = np.asarray(labels).reshape(-1)
-    predictions = np.asarray(predictions).reshape(-1)
-    if labels.shape != predictions.shape:
-        raise ValueError(
-            f"labels and predictions must have the same length; received {labels.size} "
-            f"labels and {predictions.size} predictions."
-        )
-    for name, ids in (("labels", labels), ("predictions", predictions)):
-        if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-            raise ValueError(
-                f"{name} must be class ids in 0..{num_classes - 1}; received values "
-                f"{ids.min()}..{ids.max()}."
-            )
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
-    return counts
-
-
-def confusion_distance(confusion, criterion="join_similar", *, maximum="symmetrised"):
-    """Turns a confusion matrix into a label distance matrix (SPEC section 2).
-
-    The off-diagonal counts are symmetrised, `M = (M + M^T) / 2` with a zero diagonal, then
-
-    - `"join_similar"` (the paper's default, "group_similar"): `D = max(M) - M`, so labels
-      that are often confused are close and end up in the same group;
-    - `"split_similar"` (supplement E.2): `D = M`, so confused labels are far apart and end
-      up in different groups.
-
-    `maximum="raw"` makes the join-similar distances exactly the authors' (keras/helper.py:
-    58-69, AUTHORS.md section 10): they subtract from the maximum of the raw counts, before
-    symmetrising: `D = max(M_raw) - M_raw` with a zero diagonal, then `(D + D^T) / 2`. That is
-    the default distances plus the constant `max(M_raw) - max(M)` off the diagonal (exactly
-    for counts, up to rounding for rates). It is 0 only when some pair reaches the largest raw
-    count both ways; otherwise no pair is at distance 0 any more. Means shift by the same
-    constant, so only comparisons with an exact 0 change: the authors' group choice, where an
-    empty group scores 0 (see `balanced_grouping`'s `tie_break="authors"`).
-    Split-similar distances are already the authors' (`(M + M^T) / 2`, zero diagonal).
-
-    Args:
-        confusion: array-like of shape (C, C). Confusion counts or rates (rows: true label,
-            columns: predicted label); entries off the diagonal must be finite and >= 0. The
-            diagonal (correct predictions) is ignored.
-        criterion: str. `"join_similar"` or `"split_similar"`.
-        maximum: str. `"symmetrised"` (default; the maximum of the symmetrised counts, so
-            the most-confused pair is at distance 0) or `"raw"` (the authors' preparation).
-            Used only by `"join_similar"`.
-
-    Returns:
-        np.ndarray of float64, shape (C, C): a symmetric distance matrix, zero diagonal,
-        entries >= 0.
-
-    Raises:
-        ValueError: if `confusion` is not a square non-negative matrix or `criterion` or
-            `maximum` is unknown.
-    """
-    criterion = _check_choice(criterion, "criterion", CRITERIA)
-    maximum = _check_choice(maximum, "maximum", MAXIMA)
-    counts = _as_float_matrix(confusion, "confusion")
-    off_diagonal = ~np.eye(counts.shape[0], dtype=bool)
-    if criterion == "join_similar" and maximum == "raw":
-        # The authors' order of operations: subtract from the raw maximum, then symmetrise.
-        top = counts[off_diagonal].max() if counts.shape[0] > 1 else 0.0
-        distance = top - counts
-        np.fill_diagonal(distance, 0.0)
-        return 0.5 * (distance + distance.T)
-    counts = 0.5 * (counts + counts.T)
-    np.fill_diagonal(counts, 0.0)
-    if criterion == "split_similar":
-        return counts
-    top = counts[off_diagonal].max() if counts.shape[0] > 1 else 0.0
-    distance = top - counts
-    np.fill_diagonal(distance, 0.0)
-    return distance
-
-
-def validate_grouping(grouping, *, num_classes=None, name="grouping"):
-    """Checks a grouping and returns it as an int64 array.
-
-    Args:
-        grouping: array-like of shape (C,). One group id per label; ids must be integers
-            (integral floats such as 2.0 are accepted) forming `0..k-1` with every group
-            non-empty.
-        num_classes: int or None. When given, the number of labels the grouping must have.
-        name: str. How the grouping is called in error messages.
-
-    Returns:
-        np.ndarray of int64, shape (C,).
-
-    Raises:
-        ValueError: if the grouping is malformed; the message names `name`, what was
-            received and what is valid.
-    """
-    if num_classes is not None:
-        num_classes = _check_int(num_classes, "num_classes", 1)
-    try:
-        array = np.asarray(grouping)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a 1-D sequence of integer group ids; {error}.") from None
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 1-D sequence of group ids (one per label); "
-            f"received shape {array.shape}."
-        )
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array) | (array != np.round(array))
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"{name} must hold integer group ids; received {name}[{index}]={array[index]}."
-            )
-        array = array.astype(np.int64)
-    elif array.dtype.kind not in "iu":
-        raise ValueError(
-            f"{name} must hold integer group ids; received values of dtype {array.dtype}."
-        )
-    array = array.astype(np.int64)
-    if array.min() < 0:
-        index = int(np.argmin(array))
-        raise ValueError(
-            f"{name} must hold group ids >= 0; received {name}[{index}]={array[index]}."
-        )
-    used = np.unique(array)
-    if used.size != used[-1] + 1:
-        # The first ten missing ids are below used.size + 10; never allocate up to max id.
-        first = np.setdiff1d(np.arange(min(used[-1] + 1, used.size + 10)), used)[:10]
-        more = used[-1] + 1 - used.size > first.size
-        shown = ", ".join(str(i) for i in first) + (", ..." if more else "")
-        raise ValueError(
-            f"{name} must use every group id from 0 to {array.max()} (groups must be "
-            f"non-empty and numbered contiguously); missing ids: {shown}."
-        )
-    if num_classes is not None and array.size != num_classes:
-        raise ValueError(
-            f"{name} has {array.size} labels but the model has {num_classes} classes; give "
-            f"one group id per class."
-        )
-    return array
-
-
-def group_sizes(grouping):
-    """Number of labels in each group.
-
-    Args:
-        grouping: array-like of shape (C,). A valid grouping (see `validate_grouping`).
-
-    Returns:
-        np.ndarray of int64, shape (k,): the size of groups 0..k-1.
-    """
-    return np.bincount(validate_grouping(grouping)).astype(np.int64)
-
-
-def save_grouping(path, grouping):
-    """Writes a grouping as text, one integer group id per line in label order.
-
-    The grouping is validated first, and the file is replaced atomically (written to a
-    temporary file in the same folder, then renamed), so a reader never sees half a file.
-
-    Args:
-        path: str or os.PathLike. File to write; its folder must exist.
-        grouping: array-like of shape (C,). A valid grouping (see `validate_grouping`).
-
-    Raises:
-        ValueError: if the grouping is invalid.
-        OSError: if the file cannot be written.
-    """
-    array = validate_grouping(grouping)
-    runs.write_text(os.fspath(path), "".join(f"{int(g)}\n" for g in array))
-
-
-def load_grouping(path, num_classes=None):
-    """Reads a grouping written by `save_grouping` (or the authors' code).
-
-    Args:
-        path: str or os.PathLike. Text file with one integer group id per line; blank lines
-            are ignored, integral floats such as `2.000000000000000000e+00` are accepted.
-        num_classes: int or None. When given, the number of labels the grouping must have.
-
-    Returns:
-        np.ndarray of int64, shape (C,).
-
-    Raises:
-        ValueError: if a line is not an integer or the grouping is invalid.
-        OSError: if the file cannot be read.
-    """
-    path = os.fspath(path)
-    ids = []
-    with open(path) as stream:
-        for line_number, line in enumerate(stream, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                ids.append(int(text))
-                continue
-            except ValueError:
-                pass
-            try:
-                number = float(text)
-            except ValueError:
-                number = float("nan")
-            if not (np.isfinite(number) and number == int(number)):
-                raise ValueError(
-                    f"grouping file {path} must hold one integer group id per line; "
-                    f"received {text!r} on line {line_number}."
-                )
-            ids.append(int(number))
-    return validate_grouping(
-        np.array(ids, dtype=np.int64), num_classes=num_classes, name=f"grouping file {path}"
-    )

@@ -113,6 +113,67 @@ def _check_backbone(backbone):
         )
 
 
+def _validate_arguments(backbone, branches, alpha, objective):
+    """Checks ``SSALModel``'s arguments, in this order; dicts in ``branches`` become ``Branch``.
+
+    Returns:
+        ``(branches, alpha, num_classes)``: the branches as a list of ``Branch``, the
+        validated ``alpha`` and the backbone's number of classes.
+    """
+    _check_backbone(backbone)
+    branches = [b if isinstance(b, Branch) else Branch(**b) for b in branches]
+    if not branches:
+        raise ValueError("branches is empty; give at least one ssal_keras.Branch.")
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"objective must be one of {OBJECTIVES}; received objective={objective!r}."
+        )
+    alpha = validate_alpha(alpha)
+    num_classes = backbone.output.shape[-1]
+    for index, branch in enumerate(branches):
+        if len(branch.grouping) != num_classes:
+            raise ValueError(
+                f"branches[{index}].grouping has {len(branch.grouping)} labels but the "
+                f"backbone has {num_classes} classes; give one group id per class."
+            )
+    return branches, alpha, num_classes
+
+
+def _heads_policy_name(heads_dtype_policy):
+    """The name of the heads' dtype policy: ``heads_dtype_policy`` or Keras's global one.
+
+    The backbone's layers keep their own policies in its config; the heads are built from
+    their layouts, so their policy is recorded too (a model trained in mixed_bfloat16 and
+    loaded in a float32 process computes its heads as trained).
+    """
+    return keras.dtype_policies.get(
+        heads_dtype_policy or keras.mixed_precision.global_policy()).name
+
+
+def _build_outputs(backbone, branches, alpha, heads_dtype_policy):
+    """The functional model's outputs: ``{"base": ..., "aux_0": ..., ..., "joint": ...}``.
+
+    Output layers carry the output names (Keras lists outputs by layer name). The base output
+    stays float32, as the backbone's softmax is: a bfloat16 Identity would round the
+    probabilities to 3 digits. Layers are created in this order: base, the heads in branch
+    order, joint.
+    """
+    base = keras.layers.Identity(dtype="float32", name=BASE)(backbone.output)
+    aux = []
+    with _global_policy(heads_dtype_policy):
+        for index, branch in enumerate(branches):
+            tap = backbones.resolve_tap(backbone, branch.tap)
+            features = backbone.get_layer(tap.layer_name).output
+            aux.append(heads.build_head(
+                features, layout=branch.head, num_groups=branch.num_groups,
+                style=branch.head_style, name=aux_name(index),
+            ))
+    joint = JointPrediction([b.grouping for b in branches], alpha=alpha, name=JOINT)(
+        [base, *aux]
+    )
+    return {BASE: base, **{aux_name(i): a for i, a in enumerate(aux)}, JOINT: joint}
+
+
 @keras.saving.register_keras_serializable(package="ssal_keras")
 class SSALModel(keras.Model):
     """A classifier with SSAL branches and a fused joint prediction (SPEC section 1).
@@ -150,48 +211,9 @@ class SSALModel(keras.Model):
 
     def __init__(self, backbone, branches, *, alpha=0.3, objective="multitask", name=None,
                  heads_dtype_policy=None, **kwargs):
-        # === Validate ===
-        _check_backbone(backbone)
-        branches = [b if isinstance(b, Branch) else Branch(**b) for b in branches]
-        if not branches:
-            raise ValueError("branches is empty; give at least one ssal_keras.Branch.")
-        if objective not in OBJECTIVES:
-            raise ValueError(
-                f"objective must be one of {OBJECTIVES}; received objective={objective!r}."
-            )
-        alpha = validate_alpha(alpha)
-        num_classes = backbone.output.shape[-1]
-        for index, branch in enumerate(branches):
-            if len(branch.grouping) != num_classes:
-                raise ValueError(
-                    f"branches[{index}].grouping has {len(branch.grouping)} labels but the "
-                    f"backbone has {num_classes} classes; give one group id per class."
-                )
-
-        # The backbone's layers keep their own policies in its config; the heads are built
-        # from their layouts, so their policy is recorded too (a model trained in
-        # mixed_bfloat16 and loaded in a float32 process computes its heads as trained).
-        heads_dtype_policy = keras.dtype_policies.get(
-            heads_dtype_policy or keras.mixed_precision.global_policy()).name
-
-        # === Functional model ===
-        # Output layers carry the output names (Keras lists outputs by layer name). The base
-        # output stays float32, as the backbone's softmax is: a bfloat16 Identity would round
-        # the probabilities to 3 digits.
-        base = keras.layers.Identity(dtype="float32", name=BASE)(backbone.output)
-        aux = []
-        with _global_policy(heads_dtype_policy):
-            for index, branch in enumerate(branches):
-                tap = backbones.resolve_tap(backbone, branch.tap)
-                features = backbone.get_layer(tap.layer_name).output
-                aux.append(heads.build_head(
-                    features, layout=branch.head, num_groups=branch.num_groups,
-                    style=branch.head_style, name=aux_name(index),
-                ))
-        joint = JointPrediction([b.grouping for b in branches], alpha=alpha, name=JOINT)(
-            [base, *aux]
-        )
-        outputs = {BASE: base, **{aux_name(i): a for i, a in enumerate(aux)}, JOINT: joint}
+        branches, alpha, num_classes = _validate_arguments(backbone, branches, alpha, objective)
+        heads_dtype_policy = _heads_policy_name(heads_dtype_policy)
+        outputs = _build_outputs(backbone, branches, alpha, heads_dtype_policy)
         # The single input tensor, not a one-element list: the model is called on a tensor.
         super().__init__(inputs=backbone.input, outputs=outputs, name=name, **kwargs)
 

@@ -1,0 +1,53 @@
+"""Balanced grouping of labels (supplement section A / SPEC section 2).
+
+An SSAL branch predicts a *grouping* of the `C` fine labels: one group id in `0..k-1` per
+label. This package builds such groupings from a label distance matrix with the authors'
+balanced clustering, turns a confusion matrix into a distance matrix, and reads, writes and
+validates grouping files (one integer group id per line, in label order: the authors' format).
+`balanced_grouping(..., tie_break="authors")` with `confusion_distance(..., maximum="raw")`
+reproduces the authors' `create_grouping_v2` exactly, ties included (AUTHORS.md section 10).
+
+Modules (every public name is re-exported here, e.g. ``grouping.balanced_grouping``):
+
+- ``balanced``: ``balanced_grouping``, ``grouping_from_confusion``, the two tie-break modes
+  (``TIE_BREAKS``, ``TIE_RTOL``);
+- ``confusion``: ``confusion_matrix``, ``confusion_distance`` (``CRITERIA``, ``MAXIMA``);
+- ``files``: ``validate_grouping``, ``group_sizes``, ``save_grouping``, ``load_grouping``;
+- ``checks``: the argument checks the others share.
+
+NumPy only; nothing here imports TensorFlow or Keras.
+
+Example:
+
+>>> import numpy as np
+>>> points = np.array([0.0, 1.0, 3.0, 10.0, 13.0])
+>>> distance = np.abs(points[:, None] - points[None, :])
+>>> balanced_grouping(distance, 2).tolist()
+[0, 0, 0, 1, 1]
+>>> group_sizes([0, 0, 0, 1, 1]).tolist()
+[3, 2]
+"""
+
+from ssal_keras.grouping.balanced import (
+    TIE_BREAKS,
+    TIE_RTOL,
+    balanced_grouping,
+    grouping_from_confusion,
+)
+from ssal_keras.grouping.confusion import CRITERIA, MAXIMA, confusion_distance, confusion_matrix
+from ssal_keras.grouping.files import group_sizes, load_grouping, save_grouping, validate_grouping
+
+__all__ = [
+    "CRITERIA",
+    "MAXIMA",
+    "TIE_BREAKS",
+    "TIE_RTOL",
+    "balanced_grouping",
+    "confusion_distance",
+    "confusion_matrix",
+    "group_sizes",
+    "grouping_from_confusion",
+    "load_grouping",
+    "save_grouping",
+    "validate_grouping",
+]
