@@ -91,12 +91,17 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _benchmark(args, model, label, work):
-    import keras
-    import onnxruntime
-    import tensorflow as tf
+def _export_all(model, label, work):
+    """Exports ``model`` into ``work``: a SavedModel and an ONNX graph of the default output
+    (``joint.onnx``), and a base-only ONNX graph (``base.onnx``) where the default is not the
+    base. Each export is checked against Keras.
 
+    Returns:
+        ``(default, (height, width, channels), base_only)``: the default output's name, the
+        input shape and whether ``base.onnx`` was made.
+    """
     import ssal_keras.export as export
+    from ssal_keras.modeling import outputs
 
     default = export.serving.default_outputs(model)
     height, width, channels = export.serving.check_exportable(model)
@@ -107,16 +112,22 @@ def _benchmark(args, model, label, work):
     sm = export.to_saved_model(model, os.path.join(work, "saved_model"))
     onnx_joint = export.to_onnx(model, os.path.join(work, "joint.onnx"))
     base_only = None
-    if default != "base":
-        base_only = export.to_onnx(model, os.path.join(work, "base.onnx"), outputs="base")
+    if default != outputs.BASE:
+        base_only = export.to_onnx(model, os.path.join(work, "base.onnx"), outputs=outputs.BASE)
     print(f"exports checked in {time.perf_counter() - start:.0f} s: max |diff| SavedModel "
           f"{sm['max_abs_diff']:.2g}, ONNX {onnx_joint['max_abs_diff']:.2g}"
           + (f", ONNX base-only {base_only['max_abs_diff']:.2g}" if base_only else ""),
           flush=True)
+    return default, (height, width, channels), base_only is not None
 
-    rng = np.random.default_rng(0)
-    one = rng.uniform(0, 255, size=(1, height, width, channels)).astype("float32")
-    many = rng.uniform(0, 255, size=(args.batch_size, height, width, channels)).astype("float32")
+
+def _runners(args, model, work, default, base_only):
+    """``{runtime name: images -> outputs}``: Keras (predict and direct call), the SavedModel,
+    and ONNX Runtime on ``joint.onnx`` (and ``base.onnx`` when ``base_only``)."""
+    import onnxruntime
+    import tensorflow as tf
+
+    import ssal_keras.export as export
 
     signature = tf.saved_model.load(os.path.join(work, "saved_model")).signatures[
         "serving_default"]
@@ -127,10 +138,9 @@ def _benchmark(args, model, label, work):
     def session(path):
         return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-    call = export.serving._call
     runners = {
         "Keras model.predict": lambda x: model.predict(x, batch_size=len(x), verbose=0),
-        "Keras model(x)": lambda x: call(model, x),
+        "Keras model(x)": lambda x: export.serving.call_model(model, x),
         "SavedModel (TF)": lambda x: signature(images=tf.constant(x)),
     }
     joint_session = session(os.path.join(work, "joint.onnx"))
@@ -138,7 +148,12 @@ def _benchmark(args, model, label, work):
     if base_only:
         base_session = session(os.path.join(work, "base.onnx"))
         runners["ONNX Runtime (base only)"] = lambda x: base_session.run(None, {"images": x})
+    return runners
 
+
+def _time_runners(args, runners, one, many):
+    """Times every runner on ``one`` image and on the ``many`` batch and prints a table row
+    each; returns ``{name: (batch-1 latency in s, images/s)}``."""
     results = {}
     print(f"\n{'runtime':<28}{'batch-1 latency (ms)':>22}"
           f"{f'batch-{args.batch_size} images/s':>22}")
@@ -148,17 +163,40 @@ def _benchmark(args, model, label, work):
         results[name] = (latency, args.batch_size / per_batch)
         print(f"{name:<28}{latency * 1e3:>22.2f}{args.batch_size / per_batch:>22.1f}",
               flush=True)
+    return results
 
-    if base_only:
-        joint = results[f"ONNX Runtime ({default})"]
-        base = results["ONNX Runtime (base only)"]
-        print(f"\nfused joint output vs base only (ONNX Runtime): batch-1 latency "
-              f"{joint[0] * 1e3:.2f} vs {base[0] * 1e3:.2f} ms ({joint[0] / base[0] - 1:+.0%}), "
-              f"batch-{args.batch_size} throughput {joint[1]:.1f} vs {base[1]:.1f} images/s "
-              f"({joint[1] / base[1] - 1:+.0%})")
+
+def _print_joint_cost(args, results, default):
+    """The fused joint output against the base alone, both in ONNX Runtime."""
+    joint = results[f"ONNX Runtime ({default})"]
+    base = results["ONNX Runtime (base only)"]
+    print(f"\nfused joint output vs base only (ONNX Runtime): batch-1 latency "
+          f"{joint[0] * 1e3:.2f} vs {base[0] * 1e3:.2f} ms ({joint[0] / base[0] - 1:+.0%}), "
+          f"batch-{args.batch_size} throughput {joint[1]:.1f} vs {base[1]:.1f} images/s "
+          f"({joint[1] / base[1] - 1:+.0%})")
+
+
+def _print_environment(args):
+    """The library versions, cores and threads the figures were measured with."""
+    import keras
+    import onnxruntime
+    import tensorflow as tf
+
     print(f"\nTF {tf.__version__}, Keras {keras.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, {os.cpu_count()} CPU cores, threads "
           f"{args.threads or 'default'}")
+
+
+def _benchmark(args, model, label, work):
+    """Exports ``model`` into ``work``, times every runtime and prints the results."""
+    default, (height, width, channels), base_only = _export_all(model, label, work)
+    rng = np.random.default_rng(0)
+    one = rng.uniform(0, 255, size=(1, height, width, channels)).astype("float32")
+    many = rng.uniform(0, 255, size=(args.batch_size, height, width, channels)).astype("float32")
+    results = _time_runners(args, _runners(args, model, work, default, base_only), one, many)
+    if base_only:
+        _print_joint_cost(args, results, default)
+    _print_environment(args)
 
 
 if __name__ == "__main__":

@@ -102,39 +102,47 @@ def keras_fit(args, *, ssal):
     return steps * args.batch_size / float(np.mean(steady)), forward_flops(model)
 
 
-def main():
+def _parse_args():
+    """The command line; ``--fit_only`` is for this script calling itself (``fit_in_process``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train_examples", type=int, default=6144)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--fit_only", choices=["bare", "ssal"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.fit_only:  # one model.fit measurement, in its own process
-        images_per_sec, flops = keras_fit(args, ssal=args.fit_only == "ssal")
-        print(json.dumps({"images_per_sec": images_per_sec, "flops": flops}))
-        return
+    return parser.parse_args()
 
-    def fit_in_process(kind):
-        result = subprocess.run(
-            [sys.executable, __file__, f"--fit_only={kind}",
-             f"--train_examples={args.train_examples}", f"--epochs={args.epochs}",
-             f"--batch_size={args.batch_size}"],
-            cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-            text=True)
-        if result.returncode != 0:
-            sys.exit(f"fit failed:\n{result.stderr[-3000:]}")
-        return json.loads(result.stdout.strip().splitlines()[-1])
 
+def fit_in_process(args, kind):
+    """``keras_fit`` of the ``"bare"`` or ``"ssal"`` model in a fresh process (this script with
+    ``--fit_only``); returns its ``images_per_sec`` and ``flops``."""
+    result = subprocess.run(
+        [sys.executable, __file__, f"--fit_only={kind}",
+         f"--train_examples={args.train_examples}", f"--epochs={args.epochs}",
+         f"--batch_size={args.batch_size}"],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+        text=True)
+    if result.returncode != 0:
+        sys.exit(f"fit failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_all(args):
+    """Every configuration, bare then SSAL: ``{configuration: images/s}``, plus each model's
+    forward FLOPs under ``"<bare|ssal> flops"``."""
     rows = {}
     for ssal in (False, True):
         name = "ssal" if ssal else "bare"
         rows[f"{name} loop XLA"] = custom_loop(args, ssal=ssal, jit=True, devices=1)
         rows[f"{name} loop no XLA"] = custom_loop(args, ssal=ssal, jit=False, devices=1)
-        fit = fit_in_process(name)
+        fit = fit_in_process(args, name)
         rows[f"{name} model.fit XLA"] = fit["images_per_sec"]
         rows[f"{name} flops"] = fit["flops"]
         rows[f"{name} loop XLA 2 devices"] = custom_loop(args, ssal=ssal, jit=True, devices=2)
+    return rows
 
+
+def print_report(rows):
+    """The images/s table, the FLOPs, and the ratios between configurations."""
     print(f"{'configuration':32s} images/s")
     for key, value in rows.items():
         if not key.endswith("flops"):
@@ -148,6 +156,17 @@ def main():
               f"2 devices / 1 = {rows[f'{name} loop XLA 2 devices'] / rows[f'{name} loop XLA']:.2f}")
     print(f"SSAL time overhead x{rows['bare loop XLA'] / rows['ssal loop XLA']:.2f} vs FLOPs "
           f"x{rows['ssal flops'] / rows['bare flops']:.2f}")
+
+
+def main():
+    """Measures every configuration and prints the report (or, with ``--fit_only``, one
+    ``model.fit`` measurement as JSON)."""
+    args = _parse_args()
+    if args.fit_only:  # one model.fit measurement, in its own process
+        images_per_sec, flops = keras_fit(args, ssal=args.fit_only == "ssal")
+        print(json.dumps({"images_per_sec": images_per_sec, "flops": flops}))
+        return
+    print_report(measure_all(args))
 
 
 if __name__ == "__main__":

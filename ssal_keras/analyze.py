@@ -25,7 +25,7 @@ from absl import flags
 
 from ssal_keras import cli, data, runs
 from ssal_keras.analysis import attacks, cam, error_analysis, plots, scoring, summary
-from ssal_keras.modeling.model import aux_name
+from ssal_keras.modeling import outputs
 
 COMMANDS = ("cam", "adversarial", "errors", "summary")
 ALPHA_SPLITS = ("held_out", "test")
@@ -97,7 +97,7 @@ def cam_command():
     run = _load()
     dataset, batches = _test_data(run)
     names = run.class_names or dataset.class_names
-    groupings = scoring.model_groupings(run.model)
+    groupings = outputs.model_groupings(run.model)
     chosen, scanned = cam.select_examples(run.model, batches,
                                           incorrect=math.ceil(_NUM_IMAGES.value / 2),
                                           correct=_NUM_IMAGES.value // 2)
@@ -143,19 +143,20 @@ def adversarial_command():
     report = {"model_dir": run.model_dir, "attack": _ATTACK.value,
               "epsilon_units": "fraction of the 0..255 pixel range", "results": results}
     folder = _output_dir(run)
-    series = {"base": [r["base_error"] for r in results]}
+    series = {outputs.BASE: [r["base_error"] for r in results]}
     for b in range(len(results[0]["aux_error"])):
-        series[f"{aux_name(b)} (groups)"] = [r["aux_error"][b] for r in results]
+        series[f"{outputs.aux_name(b)} (groups)"] = [r["aux_error"][b] for r in results]
     if results[0]["joint_error"] is not None:
-        series["joint"] = [r["joint_error"] for r in results]
+        series[outputs.JOINT] = [r["joint_error"] for r in results]
     plots.line_plot(os.path.join(folder, f"adversarial_{_ATTACK.value}.png"), x=epsilons,
                     series=series, title=f"{_ATTACK.value.upper()} against the base output",
                     xlabel="epsilon (fraction of pixel range)", ylabel="test error")
     _write(os.path.join(folder, f"adversarial_{_ATTACK.value}.json"), report)
 
 
-def errors_command():
-    """The authors' error analysis and the alpha sweep on held-out data."""
+def _sweep_alphas():
+    """The exponents of the errors command's sweep (``--alphas``), once ``--alpha_split`` is
+    known to be valid."""
     if _ALPHA_SPLIT.value not in ALPHA_SPLITS:
         raise cli.UsageError(f"--alpha_split must be one of {', '.join(ALPHA_SPLITS)}; "
                              f"received {_ALPHA_SPLIT.value!r}.")
@@ -165,24 +166,29 @@ def errors_command():
             alphas.append(float(raw))
         except ValueError:
             raise cli.UsageError(f"alpha {raw!r} is not a number; e.g. --alphas=0,0.3,0.5.") from None
-    run = _load()
-    groupings = scoring.model_groupings(run.model)
-    if not groupings:
-        raise cli.UsageError(f"the run in {run.model_dir} has no SSAL branches: the error "
-                             "analysis compares branches with the base; give an SSAL run.")
-    held_out = _ALPHA_SPLIT.value == "held_out"
+    return alphas
+
+
+def _errors_report(run, groupings, alphas, *, held_out):
+    """The content of ``errors.json``, and the test joint accuracy at the trained alpha (for
+    the summary line).
+
+    The alpha sweep runs on the held-out images when ``held_out`` (else on the test split) and
+    is also scored on the test split, so the choice can be set against the test figure.
+    """
     _, test_batches, *rest = _test_data(run, held_out=held_out)
-    test_outputs, test_labels = scoring.predict_outputs(run.model, test_batches)
-    sweep_outputs, sweep_labels = (scoring.predict_outputs(run.model, rest[0]) if held_out
-                                   else (test_outputs, test_labels))
-    sweep, best = error_analysis.alpha_sweep(sweep_outputs, sweep_labels, groupings, alphas)
-    test_sweep, _ = error_analysis.alpha_sweep(test_outputs, test_labels, groupings, alphas)
+    test_predictions, test_labels = scoring.predict_outputs(run.model, test_batches)
+    sweep_predictions, sweep_labels = (scoring.predict_outputs(run.model, rest[0]) if held_out
+                                       else (test_predictions, test_labels))
+    sweep, best = error_analysis.alpha_sweep(sweep_predictions, sweep_labels, groupings, alphas)
+    test_sweep, _ = error_analysis.alpha_sweep(test_predictions, test_labels, groupings, alphas)
     trained_alpha = float(run.model.alpha)
     report = {
         "model_dir": run.model_dir,
-        "test": error_analysis.branch_agreement(test_outputs, test_labels, groupings),
+        "test": error_analysis.branch_agreement(test_predictions, test_labels, groupings),
         # The held-out images are where heads and alpha may be chosen (never the test split).
-        **({"held_out": error_analysis.branch_agreement(sweep_outputs, sweep_labels, groupings)}
+        **({"held_out": error_analysis.branch_agreement(sweep_predictions, sweep_labels,
+                                                        groupings)}
            if held_out else {}),
         "alpha_sweep": {
             "split": _ALPHA_SPLIT.value, "examples": int(sweep_labels.size),
@@ -190,26 +196,56 @@ def errors_command():
             "joint_accuracy": sweep, "test_joint_accuracy": test_sweep,
             "best_alpha": best, "trained_alpha": trained_alpha,
             "test_joint_accuracy_at_best": error_analysis.joint_accuracy(
-                test_outputs, test_labels, groupings, best),
+                test_predictions, test_labels, groupings, best),
         },
     }
+    at_trained_alpha = error_analysis.joint_accuracy(test_predictions, test_labels, groupings,
+                                                     trained_alpha)
+    return report, at_trained_alpha
+
+
+def _plot_alpha_sweep(path, sweep_report, split_label):
+    """The joint accuracy over the exponents, on the sweep's split and on the test split."""
+    on_test = f"{outputs.JOINT} (test)"
+    plots.line_plot(path, x=sweep_report["alphas"],
+                    series={f"{outputs.JOINT} ({split_label})": sweep_report["joint_accuracy"],
+                            on_test: sweep_report["test_joint_accuracy"]},
+                    line_styles={on_test: "--"},
+                    title="Joint prediction vs combination exponent", xlabel="alpha",
+                    ylabel="top-1 accuracy", marker_x=sweep_report["best_alpha"])
+
+
+def _print_errors_summary(report, groupings, split_label, at_trained_alpha):
+    """Each branch against its base on the held-out images, then the alpha to export."""
+    for index, branch in enumerate(report.get("held_out", {}).get("branches", [])):
+        print(f"{outputs.aux_name(index)} ({int(np.max(groupings[index])) + 1} groups) on the "
+              f"held-out images: branch group top-1 {branch['aux_accuracy']:.4f}, base's "
+              f"implied group top-1 {branch['base_group_accuracy']:.4f}", flush=True)
+    sweep_report = report["alpha_sweep"]
+    best = sweep_report["best_alpha"]
+    print(f"best alpha {best:g} ({split_label} joint accuracy "
+          f"{max(sweep_report['joint_accuracy']):.4f}); test joint accuracy "
+          f"{sweep_report['test_joint_accuracy_at_best']:.4f} at it, {at_trained_alpha:.4f}"
+          f" at the trained alpha {sweep_report['trained_alpha']:g}; export with --alpha={best:g}",
+          flush=True)
+
+
+def errors_command():
+    """The authors' error analysis and the alpha sweep on held-out data."""
+    alphas = _sweep_alphas()
+    run = _load()
+    groupings = outputs.model_groupings(run.model)
+    if not groupings:
+        raise cli.UsageError(f"the run in {run.model_dir} has no SSAL branches: the error "
+                             "analysis compares branches with the base; give an SSAL run.")
+    held_out = _ALPHA_SPLIT.value == "held_out"
+    report, at_trained_alpha = _errors_report(run, groupings, alphas, held_out=held_out)
     folder = _output_dir(run)
     split_label = "held-out" if held_out else "test"
-    plots.line_plot(os.path.join(folder, "alpha_sweep.png"), x=alphas,
-                    series={f"joint ({split_label})": sweep, "joint (test)": test_sweep},
-                    line_styles={"joint (test)": "--"},
-                    title="Joint prediction vs combination exponent", xlabel="alpha",
-                    ylabel="top-1 accuracy", marker_x=best)
+    _plot_alpha_sweep(os.path.join(folder, "alpha_sweep.png"), report["alpha_sweep"],
+                      split_label)
     _write(os.path.join(folder, "errors.json"), report)
-    for index, branch in enumerate(report.get("held_out", {}).get("branches", [])):
-        print(f"aux_{index} ({int(np.max(groupings[index])) + 1} groups) on the held-out images: "
-              f"branch group top-1 {branch['aux_accuracy']:.4f}, base's implied group top-1 "
-              f"{branch['base_group_accuracy']:.4f}", flush=True)
-    sweep_report = report["alpha_sweep"]
-    print(f"best alpha {best:g} ({split_label} joint accuracy {max(sweep):.4f}); test joint "
-          f"accuracy {sweep_report['test_joint_accuracy_at_best']:.4f} at it, "
-          f"{error_analysis.joint_accuracy(test_outputs, test_labels, groupings, trained_alpha):.4f}"
-          f" at the trained alpha {trained_alpha:g}; export with --alpha={best:g}", flush=True)
+    _print_errors_summary(report, groupings, split_label, at_trained_alpha)
 
 
 def summary_command():

@@ -58,38 +58,57 @@ def _fit(model, images, labels, *, label):
           f"{time.time() - start:.0f} s", flush=True)
 
 
-def run():
-    """Runs the four steps of the module docstring and prints the results."""
-    import keras
-    import numpy as np
-
-    import ssal_keras
-    from ssal_keras import data, grouping
-
+def _check_flags():
+    """Refuses counts below one, before any data is read."""
     for flag in (_TRAIN_EXAMPLES, _TEST_EXAMPLES, _EPOCHS, _BATCH_SIZE):
         if flag.value < 1:
             raise cli.UsageError(f"--{flag.name} must be >= 1; received {flag.value}.")
-    keras.utils.set_random_seed(_SEED.value)
+
+
+def _scale(images):
+    """Pixels 0..255 to 0..1, the range the demo's networks are trained on."""
+    return images.astype("float32") / 255.0
+
+
+def _load_images():
+    """``(fit, held_out, test)``, each ``(images, labels)``: the ``--train_examples`` training
+    images in a seeded random order, of which ``HELD_OUT_FRACTION`` are held out for the
+    groupings, and the first ``--test_examples`` test images."""
+    import numpy as np
+
+    from ssal_keras import data
+
     train_images, train_labels = data.load_fashion_mnist("train", data_dir=_DATA_DIR.value)
     test_images, test_labels = data.load_fashion_mnist("test", data_dir=_DATA_DIR.value)
     rng = np.random.default_rng(_SEED.value)
     order = rng.permutation(len(train_images))[: _TRAIN_EXAMPLES.value]
     held_out = max(int(len(order) * HELD_OUT_FRACTION), 1)
     fit_index, held_index = order[held_out:], order[:held_out]
-    test_images = test_images[: _TEST_EXAMPLES.value]
-    test_labels = test_labels[: _TEST_EXAMPLES.value]
-    scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
-    num_classes = len(data.FASHION_MNIST_CLASSES)
+    return ((train_images[fit_index], train_labels[fit_index]),
+            (train_images[held_index], train_labels[held_index]),
+            (test_images[: _TEST_EXAMPLES.value], test_labels[: _TEST_EXAMPLES.value]))
 
-    print(f"1. baseline: {len(fit_index)} training images", flush=True)
+
+def _train_baseline(fit_images, fit_labels, num_classes):
+    """Step 1: the backbone alone, trained with ``model.fit``."""
+    print(f"1. baseline: {len(fit_images)} training images", flush=True)
     baseline = _backbone(num_classes)
-    baseline.compile(optimizer=_optimizer(len(fit_index)),
+    baseline.compile(optimizer=_optimizer(len(fit_images)),
                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _fit(baseline, scale(train_images[fit_index]), train_labels[fit_index], label="baseline")
+    _fit(baseline, _scale(fit_images), fit_labels, label="baseline")
+    return baseline
 
-    print(f"2. groupings from the baseline's confusion on {held_out} held-out images")
-    predictions = baseline.predict(scale(train_images[held_index]), verbose=0).argmax(-1)
-    confusion = grouping.confusion_matrix(train_labels[held_index], predictions, num_classes)
+
+def _make_groupings(baseline, held_images, held_labels, num_classes):
+    """Step 2: one grouping per ``GROUP_COUNTS`` from the baseline's confusion on the held-out
+    images, joining the classes it confuses; prints each grouping's groups."""
+    import numpy as np
+
+    from ssal_keras import data, grouping
+
+    print(f"2. groupings from the baseline's confusion on {len(held_images)} held-out images")
+    predictions = baseline.predict(_scale(held_images), verbose=0).argmax(-1)
+    confusion = grouping.confusion_matrix(held_labels, predictions, num_classes)
     distance = grouping.confusion_distance(confusion, "join_similar")
     groupings = [grouping.balanced_grouping(distance, k, seed=_SEED.value) for k in GROUP_COUNTS]
     for g in groupings:
@@ -98,6 +117,12 @@ def run():
             for i in range(g.max() + 1)
         ]
         print(f"  {g.max() + 1} groups: {' '.join(groups)}")
+    return groupings
+
+
+def _train_ssal(fit_images, fit_labels, groupings, num_classes):
+    """Step 3: the same network with the quick start's branches, one per grouping."""
+    import ssal_keras
 
     print("3. SSAL: the same network with the quick start's branches: " + ", ".join(
         f"{tap} ({head}, weight {weight:g})" for tap, head, weight in zip(TAPS, HEADS, LOSS_WEIGHTS))
@@ -110,27 +135,59 @@ def run():
         ],
         alpha=ALPHA,
     )
-    model.compile(optimizer=_optimizer(len(fit_index)))
-    _fit(model, scale(train_images[fit_index]), train_labels[fit_index], label="SSAL")
+    model.compile(optimizer=_optimizer(len(fit_images)))
+    _fit(model, _scale(fit_images), fit_labels, label="SSAL")
+    return model
+
+
+def _report_accuracy(baseline, model, groupings, test_images, test_labels):
+    """Step 4: test accuracy of the baseline, the SSAL model's base (+TR) and joint (+JP)
+    outputs, and each branch's group accuracy."""
+    import numpy as np
+
+    from ssal_keras.modeling import outputs
 
     print(f"4. test accuracy on {len(test_images)} images")
-    x_test = scale(test_images)
+    x_test = _scale(test_images)
     baseline_acc = float(np.mean(baseline.predict(x_test, verbose=0).argmax(-1) == test_labels))
-    out = model.predict(x_test, verbose=0)
-    tr_acc = float(np.mean(out["base"].argmax(-1) == test_labels))
-    jp_acc = float(np.mean(out["joint"].argmax(-1) == test_labels))
+    predictions = model.predict(x_test, verbose=0)
+    tr_acc = float(np.mean(predictions[outputs.BASE].argmax(-1) == test_labels))
+    jp_acc = float(np.mean(predictions[outputs.JOINT].argmax(-1) == test_labels))
     print(f"  baseline {baseline_acc:.4f} | +TR (base) {tr_acc:.4f} | +JP (joint) {jp_acc:.4f}")
     for index, g in enumerate(groupings):
-        acc = float(np.mean(out[f"aux_{index}"].argmax(-1) == g[test_labels]))
-        print(f"  aux_{index} ({g.max() + 1} groups) group accuracy {acc:.4f}")
+        name = outputs.aux_name(index)
+        acc = float(np.mean(predictions[name].argmax(-1) == g[test_labels]))
+        print(f"  {name} ({g.max() + 1} groups) group accuracy {acc:.4f}")
 
+
+def _save(model, groupings, output_dir):
+    """Writes the groupings (``grouping_<b>.txt``) and the SSAL model (``ssal.keras``)."""
+    from ssal_keras import grouping
+
+    os.makedirs(output_dir, exist_ok=True)
+    for index, g in enumerate(groupings):
+        grouping.save_grouping(os.path.join(output_dir, f"grouping_{index}.txt"), g)
+    path = os.path.join(output_dir, "ssal.keras")
+    runs.save_model(model, path)
+    print(f"  wrote {path} and the groupings")
+
+
+def run():
+    """Runs the four steps of the module docstring and prints the results."""
+    import keras
+
+    from ssal_keras import data
+
+    _check_flags()
+    keras.utils.set_random_seed(_SEED.value)
+    (fit_images, fit_labels), held, (test_images, test_labels) = _load_images()
+    num_classes = len(data.FASHION_MNIST_CLASSES)
+    baseline = _train_baseline(fit_images, fit_labels, num_classes)
+    groupings = _make_groupings(baseline, *held, num_classes)
+    model = _train_ssal(fit_images, fit_labels, groupings, num_classes)
+    _report_accuracy(baseline, model, groupings, test_images, test_labels)
     if _OUTPUT_DIR.value:
-        os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-        for index, g in enumerate(groupings):
-            grouping.save_grouping(os.path.join(_OUTPUT_DIR.value, f"grouping_{index}.txt"), g)
-        path = os.path.join(_OUTPUT_DIR.value, "ssal.keras")
-        runs.save_model(model, path)
-        print(f"  wrote {path} and the groupings")
+        _save(model, groupings, _OUTPUT_DIR.value)
 
 
 if __name__ == "__main__":

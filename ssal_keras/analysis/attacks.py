@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssal_keras.analysis import scoring
+from ssal_keras.modeling import outputs
 
 ATTACKS = ("fgsm", "bim")
 PIXEL_RANGE = 255.0
@@ -57,7 +58,7 @@ class BaseAttack:
     """
 
     def __init__(self, model, *, jit_compile=True):
-        base = scoring.outputs_by_name(model.output)["base"]
+        base = outputs.outputs_by_name(model.output)[outputs.BASE]
         self.base_model = keras.Model(model.inputs[0], base, name="attacked_base")
         self._sign_of_gradient = tf.function(self._gradient_sign, jit_compile=jit_compile)
 
@@ -115,15 +116,14 @@ def robustness(model, batches, *, attack, epsilons, jit_compile=True):
     """
     epsilons = validate_epsilons(epsilons)
     attacker = BaseAttack(model, jit_compile=jit_compile)
-    groupings = scoring.model_groupings(model)
-    num_classes = scoring.outputs_by_name(model.output)["base"].shape[-1]
+    groupings = outputs.model_groupings(model)
+    num_classes = scoring.base_classes(model)
     results = []
     for epsilon in epsilons:
         accuracy = scoring.Accuracy(groupings, num_classes)
         for images, labels in batches:
             adversarial = attacker(attack, images, labels, epsilon)
-            outputs = scoring.outputs_by_name(model(adversarial, training=False))
-            accuracy.update({k: np.asarray(v) for k, v in outputs.items()}, np.asarray(labels))
+            accuracy.update(model(adversarial, training=False), np.asarray(labels))
         scores = accuracy.result()
         error = lambda rate: None if rate is None else 1.0 - rate  # noqa: E731
         result = {

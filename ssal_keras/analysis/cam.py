@@ -9,8 +9,7 @@ left out), upsampled to the input's size.
 import keras
 from keras import ops
 
-from ssal_keras.analysis import scoring
-from ssal_keras.modeling.model import aux_name
+from ssal_keras.modeling import outputs
 
 _FEATURES = "cam_features"
 
@@ -30,7 +29,7 @@ def base_classifier_layers(model):
     Raises:
         ValueError: when the base output is not ``dense(global_average_pooling(features))``.
     """
-    base = scoring.outputs_by_name(model.output)["base"]
+    base = outputs.outputs_by_name(model.output)[outputs.BASE]
     layer = _producer(base)
     while isinstance(layer, _PASS_THROUGH):
         layer = _producer(layer.input)
@@ -56,9 +55,9 @@ class ClassActivationMaps:
 
     def __init__(self, model):
         pooling, self.dense = base_classifier_layers(model)
-        outputs = scoring.outputs_by_name(model.output)
+        by_name = outputs.outputs_by_name(model.output)
         # One pass gives the last feature map and every output (the branches' votes too).
-        self.features = keras.Model(model.inputs[0], {_FEATURES: pooling.input, **outputs},
+        self.features = keras.Model(model.inputs[0], {_FEATURES: pooling.input, **by_name},
                                     name="cam_features")
         self.input_size = tuple(model.inputs[0].shape[1:3])
 
@@ -74,17 +73,17 @@ class ClassActivationMaps:
             (all zero where the map is flat), and the model's outputs by name as NumPy arrays
             (``base``, and ``aux_<b>`` and ``joint`` for an SSAL model).
         """
-        outputs = dict(self.features(images, training=False))
-        features = outputs.pop(_FEATURES)
+        by_name = dict(self.features(images, training=False))
+        features = by_name.pop(_FEATURES)
         if classes is None:
-            classes = ops.argmax(outputs["base"], axis=-1)
+            classes = ops.argmax(by_name[outputs.BASE], axis=-1)
         weights = ops.transpose(ops.take(ops.cast(self.dense.kernel, "float32"), classes, axis=1))
         maps = ops.einsum("nhwk,nk->nhw", ops.cast(features, "float32"), weights)
         maps = ops.image.resize(maps[..., None], self.input_size, interpolation="bilinear")[..., 0]
         low = ops.min(maps, axis=(1, 2), keepdims=True)
         span = ops.max(maps, axis=(1, 2), keepdims=True) - low
         maps = ops.where(span > 0, (maps - low) / ops.maximum(span, 1e-12), 0.0)
-        return ops.convert_to_numpy(maps), {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
+        return ops.convert_to_numpy(maps), {k: ops.convert_to_numpy(v) for k, v in by_name.items()}
 
 
 def select_examples(model, batches, *, incorrect, correct):
@@ -104,21 +103,23 @@ def select_examples(model, batches, *, incorrect, correct):
         A kind may come short when the data holds too few of it.
     """
     maps_of = ClassActivationMaps(model)
-    branches = len(scoring.model_groupings(model))
+    branches = len(outputs.model_groupings(model))
     wanted = {"incorrect": incorrect, "correct": correct}
     chosen = {"incorrect": [], "correct": []}
     scanned = 0
     for images, labels in batches:
         images, labels = ops.convert_to_numpy(images), ops.convert_to_numpy(labels).reshape(-1)
-        maps, outputs = maps_of(images)
-        predicted = outputs["base"].argmax(-1)
+        maps, by_name = maps_of(images)
+        base = by_name[outputs.BASE]
+        predicted = base.argmax(-1)
         for i, label in enumerate(labels):
             kind = "correct" if predicted[i] == label else "incorrect"
             if len(chosen[kind]) < wanted[kind]:
                 chosen[kind].append({
                     "index": scanned + i, "label": int(label), "predicted": int(predicted[i]),
-                    "probability": float(outputs["base"][i, predicted[i]]),
-                    "branch_votes": [int(outputs[aux_name(b)][i].argmax()) for b in range(branches)],
+                    "probability": float(base[i, predicted[i]]),
+                    "branch_votes": [int(by_name[outputs.aux_name(b)][i].argmax())
+                                     for b in range(branches)],
                     "image": images[i], "map": maps[i]})
         scanned += len(labels)
         if all(len(chosen[k]) == wanted[k] for k in chosen):

@@ -12,8 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ssal_keras import runs
+from ssal_keras.modeling import outputs
 
-_OUTPUT_STYLES = {"base": ("tab:blue", "o"), "joint": ("tab:red", "s")}
+_OUTPUT_STYLES = {outputs.BASE: ("tab:blue", "o"), outputs.JOINT: ("tab:red", "s")}
 _AUX_COLOURS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
@@ -31,9 +32,12 @@ def _save(figure, path):
 
 
 def _series_style(name):
+    """Colour and marker of the output ``name``: fixed for base and joint, by branch index for
+    ``aux_<b>`` (other names take the first branch's)."""
     if name in _OUTPUT_STYLES:
         return _OUTPUT_STYLES[name]
-    index = int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else 0
+    suffix = name[len(outputs.AUX_PREFIX):] if name.startswith(outputs.AUX_PREFIX) else ""
+    index = int(suffix) if suffix.isdigit() else 0
     return _AUX_COLOURS[index % len(_AUX_COLOURS)], "^"
 
 

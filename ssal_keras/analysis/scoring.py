@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from ssal_keras import data
 from ssal_keras import grouping as grouping_lib
-from ssal_keras.modeling.outputs import BASE, JOINT, aux_name, model_groupings, outputs_by_name
+from ssal_keras.modeling import outputs
 
 
 def _top_k_hits(probabilities, labels, k):
@@ -37,19 +37,23 @@ class Accuracy:
     def _add(self, key, value):
         self.hits[key] = self.hits.get(key, 0) + value
 
-    def update(self, outputs, labels):
-        """Adds one batch: ``outputs`` a dict of probability arrays, ``labels`` class ids."""
+    def update(self, predictions, labels):
+        """Adds one batch: ``predictions`` the model's outputs (a dict of probability arrays,
+        or a plain classifier's one array), ``labels`` class ids."""
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
-        outputs = {name: np.asarray(value) for name, value in outputs_by_name(outputs).items()}
+        by_name = {name: np.asarray(value)
+                   for name, value in outputs.outputs_by_name(predictions).items()}
         self.count += labels.size
-        for name in ("base", "joint"):
-            if name in outputs:
-                self._add(f"{name}_top1", _top_k_hits(outputs[name], labels, 1))
-                self._add(f"{name}_top5", _top_k_hits(outputs[name], labels, 5))
+        # Hits are keyed by output name; result() turns them into the metric names.
+        for name in (outputs.BASE, outputs.JOINT):
+            if name in by_name:
+                self._add(f"{name}_top1", _top_k_hits(by_name[name], labels, 1))
+                self._add(f"{name}_top5", _top_k_hits(by_name[name], labels, 5))
         for index, g in enumerate(self.groupings):
-            self._add(f"aux_{index}", _top_k_hits(outputs[f"aux_{index}"], g[labels], 1))
+            name = outputs.aux_name(index)
+            self._add(name, _top_k_hits(by_name[name], g[labels], 1))
         self.confusion += grouping_lib.confusion_matrix(
-            labels, outputs["base"].argmax(-1), self.num_classes
+            labels, by_name[outputs.BASE].argmax(-1), self.num_classes
         )
 
     def result(self):
@@ -62,9 +66,14 @@ class Accuracy:
             "base_top5": rate("base_top5"),
             "joint_top1": rate("joint_top1"),
             "joint_top5": rate("joint_top5"),
-            "aux_top1": [rate(f"aux_{i}") for i in range(len(self.groupings))],
+            "aux_top1": [rate(outputs.aux_name(i)) for i in range(len(self.groupings))],
             "examples": self.count,
         }
+
+
+def base_classes(model):
+    """The number of classes of ``model``'s base output."""
+    return outputs.outputs_by_name(model.output)[outputs.BASE].shape[-1]
 
 
 def evaluate(model, batches, *, predict=None):
@@ -81,11 +90,10 @@ def evaluate(model, batches, *, predict=None):
         matrix (rows: true labels).
     """
     predict = predict or (lambda images: model(images, training=False))
-    num_classes = outputs_by_name(model.output)["base"].shape[-1]
-    accuracy = Accuracy(model_groupings(model), num_classes)
+    num_classes = base_classes(model)
+    accuracy = Accuracy(outputs.model_groupings(model), num_classes)
     for images, labels in batches:
-        outputs = {k: np.asarray(v) for k, v in outputs_by_name(predict(images)).items()}
-        accuracy.update(outputs, np.asarray(labels))
+        accuracy.update(predict(images), np.asarray(labels))
     return accuracy.result(), accuracy.confusion
 
 
@@ -98,7 +106,7 @@ def predict_outputs(model, batches):
     """
     gathered, labels = {}, []
     for images, batch_labels in batches:
-        for name, value in outputs_by_name(model(images, training=False)).items():
+        for name, value in outputs.outputs_by_name(model(images, training=False)).items():
             gathered.setdefault(name, []).append(np.asarray(value))
         labels.append(np.asarray(batch_labels).reshape(-1).astype(np.int64))
     if not labels:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ssal_keras import runs
 from ssal_keras.analysis import attacks, plots
-from ssal_keras.modeling.model import aux_name
+from ssal_keras.modeling import outputs
 
 # Line styles of the groups in a figure comparing them (first group: the reference).
 _GROUP_LINE_STYLES = ("--", "-", ":", "-.")
@@ -70,9 +70,9 @@ def _average_curves(reports):
     """Mean and spread per epsilon of adversarial reports with the same epsilons as the first."""
     epsilons = [r["epsilon"] for r in reports[0]["results"]]
     usable = [r for r in reports if [x["epsilon"] for x in r["results"]] == epsilons]
-    readers = {"base": lambda x: x["base_error"], "joint": lambda x: x["joint_error"]}
+    readers = {outputs.BASE: lambda x: x["base_error"], outputs.JOINT: lambda x: x["joint_error"]}
     for b in range(len(usable[0]["results"][0]["aux_error"])):
-        readers[f"{aux_name(b)} (groups)"] = lambda x, b=b: x["aux_error"][b]
+        readers[f"{outputs.aux_name(b)} (groups)"] = lambda x, b=b: x["aux_error"][b]
     errors = {}
     for name, read in readers.items():
         per_epsilon = [stats([read(r["results"][i]) for r in usable])
@@ -133,7 +133,7 @@ def markdown_table(summary):
     (mean ± sample standard deviation over the group's runs)."""
     branches = max(len(e["aux_top1"]) for e in summary.values())
     header = (["runs", "n", "base top-1 (+TR)", "joint top-1 (+JP)"]
-              + [f"{aux_name(b)} group top-1" for b in range(branches)]
+              + [f"{outputs.aux_name(b)} group top-1" for b in range(branches)]
               + ["best alpha (held-out)", "joint top-1 at best alpha"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, entry in summary.items():
@@ -174,7 +174,7 @@ def write_figures(summary, prefix):
             if epsilons not in (None, curves["epsilons"]):
                 continue  # another sweep: not on the same axis
             epsilons = curves["epsilons"]
-            for output in ("base", "joint"):
+            for output in (outputs.BASE, outputs.JOINT):
                 if output in curves["errors"]:
                     name = f"{output} ({label})"
                     compared[name] = curves["errors"][output]["mean"]

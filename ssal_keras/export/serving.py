@@ -258,7 +258,6 @@ def call_model(model, images):
     return model([images] if isinstance(structure, (list, tuple)) else images, training=False)
 
 
-_call = call_model  # the old name, still used by benchmarks/inference.py
 
 
 def sample_images(model, batch_size, *, seed=0):

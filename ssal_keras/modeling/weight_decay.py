@@ -20,8 +20,11 @@ and the run lists the classes that take ``--weight_decay`` and those that take
 
 import keras
 
+from ssal_keras.modeling import outputs
+
 BACKBONE_CLASSES = ("conv_kernel", "conv_bias", "dense_kernel", "dense_bias", "norm")
-HEAD_CLASSES = tuple(f"aux_{c}" for c in BACKBONE_CLASSES)
+# A head class is its backbone kind under the branch output prefix, as the heads' layers are named.
+HEAD_CLASSES = tuple(outputs.AUX_PREFIX + c for c in BACKBONE_CLASSES)
 PARAMETER_CLASSES = BACKBONE_CLASSES + HEAD_CLASSES
 
 #: Kernels only, each part at its own rate: the classic choice and the trainer's default.
@@ -72,7 +75,8 @@ def parameter_classes(model):
     classes = {}
     for layer in _layers(model):
         kinds = next((k for t, k in _KINDS if isinstance(layer, t)), {})
-        prefix = "aux_" if layer.name.startswith("aux_") else ""
+        # SSALModel names each head's layers after its branch output (aux_<b>...).
+        prefix = outputs.AUX_PREFIX if layer.name.startswith(outputs.AUX_PREFIX) else ""
         for attribute, kind in kinds.items():
             variable = getattr(layer, attribute, None)
             if variable is not None and variable.trainable:
