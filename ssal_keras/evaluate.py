@@ -23,22 +23,15 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the metrics to this JS
 
 
 def run():
-    """Loads the run's model, scores it and prints the metrics."""
+    """Scores the run's model (``analysis.scoring.evaluate_run``) and prints the metrics."""
     if not _MODEL_DIR.value:
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
     if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
-    run = runs.load(_MODEL_DIR.value)
-    dataset, _ = run.load_data(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
-                               eval_examples=_EVAL_EXAMPLES.value)
-    model = run.model
-    spec = _DATASET.value or (run.config.dataset if run.config else "fashion_mnist")
-    metrics, _ = scoring.score(
-        model, dataset.eval, batch_size=_BATCH_SIZE.value or run.eval_batch_size,
-        image_size=dataset.image_size, jit_compile=run.jit_compile)
-    metrics = {"dataset": spec, **metrics}
-    text = json.dumps(metrics)
-    print(text, flush=True)
+    metrics = scoring.evaluate_run(_MODEL_DIR.value, dataset=_DATASET.value,
+                                   data_dir=_DATA_DIR.value, eval_examples=_EVAL_EXAMPLES.value,
+                                   batch_size=_BATCH_SIZE.value)
+    print(json.dumps(metrics), flush=True)
     if _OUTPUT.value:
         runs.write_json(_OUTPUT.value, metrics)
 

@@ -83,9 +83,10 @@ def command_line_settings():
         if not holder.present:
             continue
         value = holder.value
-        if isinstance(value, list) and not field.metadata["repeated"]:
-            value = config_lib.parse_value(name, ",".join(value))
-        settings[name] = tuple(value) if isinstance(value, list) else value
+        if isinstance(value, list):
+            value = config_lib.parse_value(
+                name, value if field.metadata["repeated"] else ",".join(value))
+        settings[name] = value
     return settings
 
 

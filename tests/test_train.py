@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import ssal_keras
-from ssal_keras import grouping
+from ssal_keras import grouping, runs
 from ssal_keras.training import RunConfig, train
 from tests.conftest import (
     ROOT,
@@ -64,7 +64,7 @@ def test_baseline_run_writes_the_run_folder(baseline_dir, fashion_dir):
     with open(os.path.join(baseline_dir, "run.json")) as f:
         saved = json.load(f)
     assert saved["batch_size"] == 32 and saved["held_out_examples"] == 100
-    assert ssal_keras.runs.read_config(baseline_dir) == small_config(
+    assert runs.read_config(baseline_dir) == small_config(
         fashion_dir, held_out_examples=100)
     assert os.listdir(os.path.join(baseline_dir, "tensorboard", "train"))
     # Once complete, the same call returns its metrics without training.
@@ -268,12 +268,12 @@ def test_a_run_folder_of_flags_txt_still_resumes_and_loads(tmp_path, fashion_dir
                 for f in dataclasses.fields(config)
                 if (v := getattr(config, f.name)) is not None and not isinstance(v, bool))
         + "--nomixed_precision\n--jit_compile\n--taps=\n")
-    assert ssal_keras.runs.read_config(old) == config
-    assert ssal_keras.runs.load(old).config == config
+    assert runs.read_config(old) == config
+    assert runs.load(old).config == config
     assert train(config, str(old), log=quiet) == metrics(baseline_dir)
     (old / "flags.txt").write_text("--epochs=zero\n")
     with pytest.raises(ValueError, match=r"flags.txt holds no valid run config \(--epochs=zero"):
-        ssal_keras.runs.read_config(old)
+        runs.read_config(old)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fashion_dir):
@@ -290,3 +290,27 @@ def test_train_takes_a_run_config():
                                          "received dict"):
         train({"epochs": 1}, "/tmp/unused")
     assert isinstance(RunConfig(), RunConfig)
+
+
+def test_a_notebook_trains_evaluates_and_exports_through_the_python_api(tmp_path, fashion_dir,
+                                                                         monkeypatch):
+    """What the README's "From Python" block does, from a notebook's working directory."""
+    from ssal_keras import export
+    from ssal_keras.analysis.scoring import evaluate_run
+
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig.from_flagfile(
+        os.path.join(ROOT, "models", "fashion_mnist_ssal.flags"), data_dir=fashion_dir,
+        train_examples=256, eval_examples=128, held_out_examples=0, batch_size=32, epochs=1,
+        log_every_steps=4)
+    record = train(config, "notebook", log=quiet)
+    scores = evaluate_run("notebook")
+    for key in ("base_top1", "base_top5", "joint_top1", "joint_top5", "aux_top1"):
+        assert scores[key] == record[key], key
+    run = runs.load("notebook")
+    assert run.config == config and run.class_names[0] == "t-shirt/top"
+    meta = export.export_folder(run.model, "notebook/export", formats="onnx",
+                                class_names=run.class_names, source="notebook")
+    assert [o["name"] for o in meta["outputs"]] == ["joint"]
+    assert os.path.exists("notebook/export/model.onnx")
+    assert meta["formats"]["onnx"]["max_abs_diff"] < 1e-4

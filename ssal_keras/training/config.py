@@ -443,8 +443,8 @@ def parse_value(name, raw):
     is a str, None for a bare ``--name``, or a list of str for a repeated setting."""
     field = FIELDS[name]
     kind, item, optional = type_parts(field)
-    if field.metadata["repeated"]:
-        return tuple(raw)
+    if field.metadata["repeated"]:  # an empty line (--head=) names no value: it clears the list
+        return tuple(value for value in raw if value)
     if raw is None and kind is bool:
         return True
     if raw is None or (optional and raw.strip() in ("", "None")):

@@ -8,6 +8,7 @@ as in PyTorch's SGD) on the parameter classes the run names (``ssal_keras.weight
 with a separate rate for the heads (AUTHORS.md section 3).
 """
 
+import dataclasses
 import math
 import os
 import shutil
@@ -44,6 +45,71 @@ def steps_per_epoch(strategy, num_train, global_batch_size):
             f"{global_batch_size}; lower --batch_size or raise --train_examples."
         )
     return steps
+
+
+class _Throughput:
+    """Images per second of each progress window, and the run's steady-state mean of them.
+
+    The first window of a ``fit`` call is left out of the mean: it includes tracing and XLA
+    compilation, so it is not a throughput figure.
+    """
+
+    def __init__(self, global_batch_size):
+        self.global_batch_size = global_batch_size
+        self.rates = []
+        self.images_per_sec = None
+        self._first = True
+        self._start, self._steps = None, 0
+
+    def start_window(self):
+        """Starts a window: at each epoch's start and after each progress line."""
+        self._start, self._steps = time.time(), 0
+
+    def step(self):
+        """Counts one step of the current window."""
+        self._steps += 1
+
+    def end_window(self):
+        """Ends the current window and starts the next. Returns its images per second."""
+        elapsed = time.time() - self._start
+        self.images_per_sec = self._steps * self.global_batch_size / max(elapsed, 1e-9)
+        if not self._first:
+            self.rates.append(self.images_per_sec)
+        self._first = False
+        self.start_window()
+        return self.images_per_sec
+
+    def eta(self, steps_left):
+        """Seconds for ``steps_left`` more steps at the last window's rate."""
+        return steps_left * self.global_batch_size / max(self.images_per_sec, 1e-9)
+
+    def mean(self):
+        """Mean images per second of the counted windows (None if there were none)."""
+        return float(np.mean(self.rates)) if self.rates else None
+
+
+@dataclasses.dataclass
+class _EpochState:
+    """The running figures of one epoch, or of its remainder after a resume."""
+
+    epoch: int  # 0-based
+    start_step: int  # the first step this call runs (the resume point)
+    started: float  # time.time() at its start
+    hit_sums: dict = dataclasses.field(default_factory=dict)
+    losses: list = dataclasses.field(default_factory=list)  # read back and found finite
+    # Step losses still on the device: reading each one at once would make the host wait
+    # for every step, so they are read at progress lines and checkpoints only.
+    pending: list = dataclasses.field(default_factory=list)
+    pending_first: int = dataclasses.field(init=False)  # step in epoch before them
+
+    def __post_init__(self):
+        self.pending_first = self.start_step
+
+    def add_step(self, loss, hits):
+        """Keeps one step's loss (unread) and adds its hit counts."""
+        self.pending.append(loss)
+        for name, value in hits.items():
+            self.hit_sums[name] = self.hit_sums.get(name, 0.0) + value
 
 
 class Trainer:
@@ -102,13 +168,20 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(strategy, dataset.num_train, global_batch_size)
         self.total_steps = self.steps_per_epoch * epochs
 
+        self._build_step(weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
+                         decayed=decayed, aux_decayed=aux_decayed, jit_compile=jit_compile)
+        self._build_checkpoint()
+        self._build_writers()
+
+    def _build_step(self, *, weight_decay, aux_weight_decay, decayed, aux_decayed,
+                    jit_compile):
+        """The loss terms, per-variable decay rates and compiled functions of the step."""
+        model = self.model
         self.loss_terms = model.loss_terms() if outputs.is_ssal(model) else {outputs.BASE: 1.0}
         self.decay_rates = weight_decay_lib.decay_rates(
             model, weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
             decayed=decayed, aux_decayed=aux_decayed)
         self.outputs_scored = outputs.output_names(model)
-
-        # === Update step ===
         # Without XLA the step is plain graph code inside ``_train_step``: a nested
         # tf.function would only add a boundary that synchronised BatchNorm cannot cross.
         self._loss_and_gradients = (
@@ -116,22 +189,27 @@ class Trainer:
             if jit_compile else self._replica_loss_and_gradients)
         self._predict = scoring.compiled_predict(model, jit_compile=jit_compile)
 
-        # === Checkpoint ===
+    def _build_checkpoint(self):
+        """The checkpoint (weights, optimizer, data position) and its manager."""
         # The data position: plain host variables (not mirrored), saved with the weights.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               epoch=self.epoch, step_in_epoch=self.step_in_epoch)
-        task_type, task_index = distribute.task_id(strategy)
+        task_type, task_index = distribute.task_id(self.strategy)
         # Only the chief writes the real folder; the others save (they must take part in the
         # save) into a scratch folder that is removed again (TF multi-worker tutorial).
-        self.checkpoint_dir = os.path.join(run_dir, runs.CHECKPOINTS_DIR) if self.chief else (
-            os.path.join(run_dir, f".scratch_{task_type}_{task_index}", runs.CHECKPOINTS_DIR))
+        folder = self.run_dir if self.chief else os.path.join(
+            self.run_dir, f".scratch_{task_type}_{task_index}")
+        self.checkpoint_dir = os.path.join(folder, runs.CHECKPOINTS_DIR)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                                   max_to_keep=3)
+
+    def _build_writers(self):
+        """TensorBoard writers of the train and eval splits (in the scratch folder off-chief)."""
         self.writers = {
             split: tf.summary.create_file_writer(
-                os.path.join(run_dir, runs.TENSORBOARD_DIR, split) if self.chief
+                os.path.join(self.run_dir, runs.TENSORBOARD_DIR, split) if self.chief
                 else os.path.join(self.checkpoint_dir, "..", runs.TENSORBOARD_DIR, split))
             for split in ("train", "eval")
         }
@@ -235,12 +313,22 @@ class Trainer:
         return int(self.epoch), int(self.step_in_epoch)
 
     def _save(self, epoch, step_in_epoch):
+        """Checkpoints the weights at data position ``(epoch, step_in_epoch)``, numbered by
+        global step."""
         self.epoch.assign(epoch)
         self.step_in_epoch.assign(step_in_epoch)
         self.manager.save(checkpoint_number=epoch * self.steps_per_epoch + step_in_epoch)
 
-    def _check_finite(self, pending, first_step):
-        values = [float(v) for v in pending]
+    def _check_pending(self, state, done):
+        """Reads back the epoch's pending step losses into ``state.losses``; ``done`` is the
+        step in epoch they run up to.
+
+        Raises:
+            NonFiniteLoss: naming the first NaN or infinite loss and the last checkpoint. It
+                is raised before any progress line or save that would include that step.
+        """
+        values = [float(v) for v in state.pending]
+        first_step = state.epoch * self.steps_per_epoch + state.pending_first
         for offset, value in enumerate(values):
             if not math.isfinite(value):
                 kept = self.manager.latest_checkpoint or "none (no checkpoint was written)"
@@ -249,9 +337,11 @@ class Trainer:
                     f"without saving. Last good checkpoint: {kept}. Lower --learning_rate or "
                     "check the data."
                 )
-        return values
+        state.losses += values
+        state.pending, state.pending_first = [], done
 
     def _summaries(self, split, step, scalars):
+        """Writes ``scalars`` (those not None) to the TensorBoard split at ``step``."""
         with self.writers[split].as_default(step=step):
             for name, value in scalars.items():
                 if value is not None:
@@ -269,81 +359,91 @@ class Trainer:
             epochs this call ran.
         """
         start_epoch, start_step = self.restore()
-        history, throughput = [], []
-        first_window = True  # it includes tracing and XLA compilation: not a throughput figure
+        history, throughput = [], _Throughput(self.global_batch_size)
         for epoch in range(start_epoch, self.epochs):
-            iterator = self._epoch_iterator(epoch, start_step)
-            sums, pending, pending_first = {}, [], start_step
-            losses, window_start, window_steps = [], time.time(), 0
-            epoch_start = time.time()
-            for step in range(start_step, self.steps_per_epoch):
-                loss, hits = self._run_step(iterator)
-                pending.append(loss)
-                for name, value in hits.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                window_steps += 1
-                done = step + 1
-                global_step = epoch * self.steps_per_epoch + done
-                if done % self.log_every_steps == 0 or done == self.steps_per_epoch:
-                    losses += self._check_finite(pending, epoch * self.steps_per_epoch
-                                                 + pending_first)
-                    pending, pending_first = [], done
-                    elapsed = time.time() - window_start
-                    images_per_sec = window_steps * self.global_batch_size / max(elapsed, 1e-9)
-                    if not first_window:
-                        throughput.append(images_per_sec)
-                    first_window = False
-                    window_start, window_steps = time.time(), 0
-                    seen = (done - start_step) * self.global_batch_size
-                    accuracies = {f"{name}_top1": float(value) / seen
-                                  for name, value in sums.items()}
-                    remaining = (self.total_steps - global_step) * self.global_batch_size
-                    eta = remaining / max(images_per_sec, 1e-9)
-                    learning_rate = float(self.optimizer.learning_rate)
-                    self.log(
-                        f"epoch {epoch + 1}/{self.epochs} step {done}/{self.steps_per_epoch} "
-                        f"loss {losses[-1]:.4f} "
-                        + " ".join(f"{k} {v:.3f}" for k, v in accuracies.items())
-                        + f" | {images_per_sec:.0f} img/s | lr {learning_rate:.4g} "
-                        f"| ETA {_format_seconds(eta)}"
-                    )
-                    self._summaries("train", global_step, {
-                        "loss": losses[-1], "learning_rate": learning_rate,
-                        "images_per_sec": images_per_sec, **accuracies,
-                    })
-                if (self.checkpoint_steps and done % self.checkpoint_steps == 0
-                        and done < self.steps_per_epoch):
-                    losses += self._check_finite(pending, epoch * self.steps_per_epoch
-                                                 + pending_first)
-                    pending, pending_first = [], done
-                    self._save(epoch, done)
-            self._save(epoch + 1, 0)
-            metrics = self.evaluate()
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)) if losses else None,
-                "eval": metrics,
-                "learning_rate": float(self.optimizer.learning_rate),
-                "seconds": time.time() - epoch_start,
-            }
-            history.append(record)
-            self._summaries("eval", (epoch + 1) * self.steps_per_epoch, {
-                k: v for k, v in metrics.items() if isinstance(v, float)})
-            self.log(
-                f"epoch {epoch + 1}/{self.epochs} eval: base top-1 {metrics['base_top1']:.4f}"
-                + (f", joint top-1 {metrics['joint_top1']:.4f}"
-                   if metrics["joint_top1"] is not None else "")
-                + "".join(f", aux_{i} {a:.4f}" for i, a in enumerate(metrics["aux_top1"]))
-            )
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-            start_step = 0
+            state = self._run_epoch(epoch, start_step, throughput)
+            history.append(self._end_epoch(state, on_epoch_end))
+            start_step = 0  # only the first epoch resumes mid-way
+        self._close()
+        return {"train_images_per_sec": throughput.mean(), "history": history}
+
+    def _run_epoch(self, epoch, start_step, throughput):
+        """Runs the steps of ``epoch`` from ``start_step`` on, with their progress lines and
+        mid-epoch checkpoints. Returns its ``_EpochState``."""
+        iterator = self._epoch_iterator(epoch, start_step)
+        throughput.start_window()
+        state = _EpochState(epoch=epoch, start_step=start_step, started=time.time())
+        for step in range(start_step, self.steps_per_epoch):
+            loss, hits = self._run_step(iterator)
+            state.add_step(loss, hits)
+            throughput.step()
+            done = step + 1
+            if done % self.log_every_steps == 0 or done == self.steps_per_epoch:
+                self._report_progress(state, done, throughput)
+            self._maybe_checkpoint(state, done)
+        return state
+
+    def _report_progress(self, state, done, throughput):
+        """Logs one progress line after step ``done`` of the epoch, and its TensorBoard
+        points: loss, running accuracies, throughput, learning rate, ETA."""
+        # The losses are read (waiting for the steps) before the window's clock stops.
+        self._check_pending(state, done)
+        images_per_sec = throughput.end_window()
+        global_step = state.epoch * self.steps_per_epoch + done
+        seen = (done - state.start_step) * self.global_batch_size
+        accuracies = {f"{name}_top1": float(value) / seen
+                      for name, value in state.hit_sums.items()}
+        eta = throughput.eta(self.total_steps - global_step)
+        learning_rate = float(self.optimizer.learning_rate)
+        self.log(
+            f"epoch {state.epoch + 1}/{self.epochs} step {done}/{self.steps_per_epoch} "
+            f"loss {state.losses[-1]:.4f} "
+            + " ".join(f"{k} {v:.3f}" for k, v in accuracies.items())
+            + f" | {images_per_sec:.0f} img/s | lr {learning_rate:.4g} "
+            f"| ETA {_format_seconds(eta)}"
+        )
+        self._summaries("train", global_step, {
+            "loss": state.losses[-1], "learning_rate": learning_rate,
+            "images_per_sec": images_per_sec, **accuracies,
+        })
+
+    def _maybe_checkpoint(self, state, done):
+        """Saves a mid-epoch checkpoint every ``checkpoint_steps`` steps; the epoch's last
+        step is left to the end-of-epoch checkpoint."""
+        if (self.checkpoint_steps and done % self.checkpoint_steps == 0
+                and done < self.steps_per_epoch):
+            # Never save weights a NaN step produced: the pending losses are checked first.
+            self._check_pending(state, done)
+            self._save(state.epoch, done)
+
+    def _end_epoch(self, state, on_epoch_end):
+        """Checkpoints and evaluates the finished epoch, logs and records it, and calls
+        ``on_epoch_end``. Returns the epoch's record."""
+        epoch = state.epoch + 1
+        self._save(epoch, 0)
+        metrics = self.evaluate()
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(state.losses)) if state.losses else None,
+            "eval": metrics,
+            "learning_rate": float(self.optimizer.learning_rate),
+            "seconds": time.time() - state.started,
+        }
+        self._summaries("eval", epoch * self.steps_per_epoch, {
+            k: v for k, v in metrics.items() if isinstance(v, float)})
+        self.log(
+            f"epoch {epoch}/{self.epochs} eval: base top-1 {metrics['base_top1']:.4f}"
+            + (f", joint top-1 {metrics['joint_top1']:.4f}"
+               if metrics["joint_top1"] is not None else "")
+            + "".join(f", aux_{i} {a:.4f}" for i, a in enumerate(metrics["aux_top1"]))
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+        return record
+
+    def _close(self):
+        """Flushes TensorBoard; a non-chief worker removes its scratch folder."""
         for writer in self.writers.values():
             writer.flush()
         if not self.chief:
             shutil.rmtree(os.path.dirname(self.checkpoint_dir), ignore_errors=True)
-        return {
-            "train_images_per_sec": float(np.mean(throughput)) if throughput else None,
-            "history": history,
-        }
-
