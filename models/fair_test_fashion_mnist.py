@@ -33,6 +33,7 @@ import numpy as np
 
 from ssal_keras import runs as run_files
 from ssal_keras.analysis import plots, summary
+from ssal_keras.training import RunConfig
 
 SEEDS = (0, 1, 2)
 SELECTION_SEED = 100
@@ -140,10 +141,8 @@ def select_phase(runs):
 
 def check_recipe(selection):
     """The SSAL recipe must carry phase 1's heads and alpha (the test runs the recipes)."""
-    with open(RECIPES["ssal"]) as f:
-        lines = [line.strip() for line in f if line.startswith("--")]
-    heads = [line.split("=", 1)[1] for line in lines if line.startswith("--head=")]
-    alpha = [float(line.split("=", 1)[1]) for line in lines if line.startswith("--alpha=")]
+    recipe = RunConfig.from_flagfile(RECIPES["ssal"])
+    heads, alpha = list(recipe.head), [recipe.alpha]
     expected = list(selection["candidates"][selection["chosen"]]["heads"])
     if heads != expected or alpha != [selection["alpha"]]:
         raise SystemExit(f"{RECIPES['ssal']} has heads {heads} and alpha {alpha}; phase 1 "

@@ -1,12 +1,17 @@
 """ssal_keras: Self-Supervised Autogenous Learning (Palacio et al., ICPR 2020) for Keras 3.
 
-The data path, top to bottom: ``grouping`` (label groupings, supplement A) -> ``backbones``
-(the paper's networks and their taps, from ``blocks``) -> ``heads`` (auxiliary networks) ->
-``joint`` (the fused prediction) -> ``model`` (``SSALModel``, ``Branch``) -> ``paper`` (the
-paper's configurations) -> ``weight_decay`` (which parameters decay, for the trainer).
+The top of the package is its command-line entry points (``python -m ssal_keras.train``,
+``evaluate``, ``group``, ``analyze``, ``export``, ``demo``); below them one subpackage per
+role, in the order the data flows: ``data`` -> ``grouping`` (label groupings, supplement A)
+-> ``modeling`` (backbones and taps, heads, the joint prediction, ``SSALModel``) ->
+``training`` (``RunConfig``, ``train``, the distributed loop) -> ``runs`` (a run folder
+written and read back) -> ``analysis`` (the one evaluation, error analysis, attacks, CAMs)
+-> ``export`` (SavedModel and ONNX).
 
-Importing the package registers its Keras layers and models, so ``.keras`` files load with
-``safe_mode=True``.
+This module re-exports the names a model author needs: ``SSALModel``, ``Branch``,
+``JointPrediction``, ``PAPER_MODELS`` and ``paper_model``, and the modules ``backbones``,
+``blocks``, ``grouping``, ``heads`` and ``weight_decay``. Importing the package registers its
+Keras layers and models, so ``.keras`` files load with ``safe_mode=True``.
 """
 
 from ssal_keras import grouping

@@ -8,8 +8,6 @@ run it, and its JSON and PNG files are checked against what the run's own metric
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -20,7 +18,7 @@ from ssal_keras import runs as run_files
 from ssal_keras.analysis import attacks, cam, error_analysis
 from ssal_keras.modeling.model import aux_name
 from ssal_keras.training import RunConfig, train
-from tests.conftest import ROOT, one_error_line
+from tests.conftest import ROOT, one_error_line, run_cli, run_clis_at_once
 
 SSAL_RECIPE = os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")
 BASELINE_RECIPE = os.path.join(ROOT, "models", "fashion_mnist_baseline.flags")
@@ -48,9 +46,7 @@ def runs(tmp_path_factory, fashion_dir):
 
 
 def analyze(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "ssal_keras.analyze", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return run_cli("ssal_keras.analyze", *args)
 
 
 def _ok(result):
@@ -305,7 +301,7 @@ def test_summary_averages_the_seeds(runs, analysed, tmp_path):
 
 
 # --- bad input --------------------------------------------------------------------------------
-@pytest.mark.parametrize("case,args,match", [
+BAD_INPUTS = {case: (args, match) for case, args, match in [
     ("no command", [], "no command given; use one of cam, adversarial, errors, summary"),
     ("unknown command", ["saliency"], "unknown command 'saliency'"),
     ("folder without a model", ["errors", "--model_dir={empty}"], "no model.keras in"),
@@ -323,14 +319,27 @@ def test_summary_averages_the_seeds(runs, analysed, tmp_path):
      "must name a .png file"),
     ("summary of nothing", ["summary", "--output_dir={empty}", "--runs=x={empty}/none*"],
      "no finished run folder"),
-])
-def test_bad_input_fails_in_one_line(runs, tmp_path, case, args, match):
-    import re
+]}
 
-    given = [a.format(empty=tmp_path, ssal=runs["ssal"][0], baseline=runs["baseline"][0])
-             for a in args]
-    result = analyze(*given)
-    assert result.returncode == 2, (case, result.stderr[-2000:])
-    line = one_error_line(result, prog="analyze")
-    assert re.search(match, line), line
-    assert os.listdir(tmp_path) == []
+
+@pytest.fixture(scope="module")
+def bad_inputs(runs, tmp_path_factory):
+    """Every bad command line of ``BAD_INPUTS``, run side by side, each with its own empty
+    folder (checked afterwards: nothing written)."""
+    root = tmp_path_factory.mktemp("bad_analyses")
+    commands = {}
+    for case, (args, _) in BAD_INPUTS.items():
+        os.makedirs(root / case)
+        commands[case] = ("ssal_keras.analyze", *(
+            a.format(empty=root / case, ssal=runs["ssal"][0], baseline=runs["baseline"][0])
+            for a in args))
+    return root, run_clis_at_once(commands)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_fails_in_one_line(bad_inputs, case):
+    root, results = bad_inputs
+    assert results[case][0] == 2, (case, results[case][2][-2000:])
+    line = one_error_line(results[case], prog="analyze")
+    assert re.search(BAD_INPUTS[case][1], line), line
+    assert os.listdir(root / case) == []

@@ -2,8 +2,6 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,8 +9,8 @@ import pytest
 
 import ssal_keras
 from ssal_keras import data, grouping
+from tests.conftest import ROOT, run_cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(data.FASHION_MNIST_DIR),
     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
@@ -20,9 +18,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 
 
 def run_demo(*flags):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "ssal_keras.demo", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_cli("ssal_keras.demo", *flags)
 
 
 def error_lines(stderr):

@@ -16,8 +16,6 @@ resnet50   torchvision_resnet (ResNet50)   none: a baseline classifier, exported
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -26,9 +24,9 @@ import pytest
 import ssal_keras
 import ssal_keras.export as export
 from ssal_keras.modeling import backbones
+from tests.conftest import run_cli, run_clis_at_once
 
 TOLERANCE = 1e-4
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -306,17 +304,8 @@ def test_export_folder_refuses_an_existing_export_unless_told(tmp_path):
 
 
 # --- the command line -------------------------------------------------------------------------
-def _env():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")])
-    return env
-
-
 def _export_cli(*flags):
-    return subprocess.run(
-        [sys.executable, "-m", "ssal_keras.export", *flags],
-        capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300,
-    )
+    return run_cli("ssal_keras.export", *flags, env={"CUDA_VISIBLE_DEVICES": ""})
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +372,7 @@ def test_cli_exports_a_plain_classifier_as_base(run_dirs, tmp_path):
     assert sorted(os.listdir(out)) == ["export.json", "model.onnx"]
 
 
-@pytest.mark.parametrize("case,flags,message", [
+CLI_BAD_INPUTS = {case: (flags, message) for case, flags, message in [
     ("missing model dir", ["--model_dir={root}/nothing"], "model_dir .* does not exist"),
     ("no model.keras", ["--model_dir={root}"], "no model.keras in"),
     ("unknown outputs", ["--outputs=joint,aux_9"], "unknown output 'aux_9'"),
@@ -393,17 +382,33 @@ def test_cli_exports_a_plain_classifier_as_base(run_dirs, tmp_path):
     ("opset out of range", ["--opset=12"], r"--opset must be in 13\.\.18 \(tf2onnx 1\.17\); "
                                             "received 12"),
     ("unknown format", ["--formats=onnx,tflite"], "unknown format.* tflite; valid formats"),
-])
-def test_cli_bad_inputs_fail_in_one_line(run_dirs, tmp_path, case, flags, message):
+]}
+
+
+@pytest.fixture(scope="module")
+def cli_bad_inputs(run_dirs, tmp_path_factory):
+    """Every bad command line of ``CLI_BAD_INPUTS``, run side by side, each with its own
+    folder to check that nothing was written."""
     ssal_dir, plain_dir = run_dirs
-    out = tmp_path / "export"
-    given = [f.format(root=ssal_dir.parent, plain=plain_dir) for f in flags]
-    if not any(f.startswith("--model_dir") for f in given):
-        given.append(f"--model_dir={ssal_dir}")
-    result = _export_cli(*given, f"--output_dir={out}")
-    assert result.returncode == 2, (case, result.stderr[-2000:])
-    lines = [line for line in result.stderr.splitlines() if line.startswith("export:")]
-    assert len(lines) == 1 and lines[0].startswith("export: error: "), result.stderr[-2000:]
-    assert re.search(message, lines[0]), lines[0]
-    assert "Traceback" not in result.stderr
-    assert not out.exists() and os.listdir(tmp_path) == []
+    root = tmp_path_factory.mktemp("bad_exports")
+    commands = {}
+    for case, (flags, _) in CLI_BAD_INPUTS.items():
+        given = [f.format(root=ssal_dir.parent, plain=plain_dir) for f in flags]
+        if not any(f.startswith("--model_dir") for f in given):
+            given.append(f"--model_dir={ssal_dir}")
+        os.makedirs(root / case)
+        commands[case] = ("ssal_keras.export", *given,
+                          f"--output_dir={root / case / 'export'}")
+    return root, run_clis_at_once(commands)
+
+
+@pytest.mark.parametrize("case", sorted(CLI_BAD_INPUTS))
+def test_cli_bad_inputs_fail_in_one_line(cli_bad_inputs, case):
+    root, results = cli_bad_inputs
+    returncode, _, stderr = results[case]
+    assert returncode == 2, (case, stderr[-2000:])
+    lines = [line for line in stderr.splitlines() if line.startswith("export:")]
+    assert len(lines) == 1 and lines[0].startswith("export: error: "), stderr[-2000:]
+    assert re.search(CLI_BAD_INPUTS[case][1], lines[0]), lines[0]
+    assert "Traceback" not in stderr
+    assert os.listdir(root / case) == []

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl.testing import flagsaver
 
-from ssal_keras import train
+from ssal_keras.training import RunConfig, train
 
 SMALL_RUN = dict(epochs=1, batch_size=16, learning_rate=0.05, warmup_epochs=0.0,
                  log_every_steps=2, eval_batch_size=32)
@@ -18,9 +17,7 @@ SMALL_RUN = dict(epochs=1, batch_size=16, learning_rate=0.05, warmup_epochs=0.0,
 def test_tfds_dataset_through_mock_data(tmp_path):
     model_dir = str(tmp_path / "tfds")
     with tfds.testing.mock_data(num_examples=48):
-        with flagsaver.flagsaver(model_dir=model_dir, dataset="tfds:mnist", augment="shift",
-                                 **SMALL_RUN):
-            train.run()
+        train(RunConfig(dataset="tfds:mnist", augment="shift", **SMALL_RUN), model_dir)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         record = json.load(f)
     assert record["completed"] and record["history"][0]["eval"]["examples"] == 48
@@ -46,11 +43,9 @@ def test_folder_dataset_with_ssal_branches(tmp_path):
     grouping_file = tmp_path / "g.txt"
     grouping_file.write_text("0\n0\n1\n1\n")
     model_dir = str(tmp_path / "folder_run")
-    with flagsaver.flagsaver(model_dir=model_dir, dataset=f"folder:{root}",
-                             normalization="mean_std", groupings=[str(grouping_file)],
-                             taps=["stage1"], head=["gap"], augment="shift_flip",
-                             **SMALL_RUN):
-        train.run()
+    train(RunConfig(dataset=f"folder:{root}", normalization="mean_std",
+                    groupings=(str(grouping_file),), taps=("stage1",), head=("gap",),
+                    augment="shift_flip", **SMALL_RUN), model_dir)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         record = json.load(f)
     assert record["completed"] and len(record["aux_top1"]) == 1
@@ -60,10 +55,8 @@ def test_folder_dataset_with_ssal_branches(tmp_path):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with flagsaver.flagsaver(model_dir=str(tmp_path / "run"), dataset="folder:/nonexistent",
-                             **SMALL_RUN):
-        with pytest.raises((FileNotFoundError, ValueError), match="/nonexistent"):
-            train.run()
+    with pytest.raises((FileNotFoundError, ValueError), match="/nonexistent"):
+        train(RunConfig(dataset="folder:/nonexistent", **SMALL_RUN), str(tmp_path / "run"))
 
 
 def test_mixed_size_images_with_image_size(tmp_path):
@@ -78,9 +71,7 @@ def test_mixed_size_images_with_image_size(tmp_path):
                 image = np.clip(rng.integers(0, 80, size) + 120 * index, 0, 255).astype(np.uint8)
                 (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
     model_dir = str(tmp_path / "run")
-    with flagsaver.flagsaver(model_dir=model_dir, dataset=f"folder:{root}", image_size=16,
-                             **SMALL_RUN):
-        train.run()
+    train(RunConfig(dataset=f"folder:{root}", image_size=16, **SMALL_RUN), model_dir)
     with open(os.path.join(model_dir, "metrics.json")) as f:
         record = json.load(f)
     assert record["completed"] and record["history"][0]["eval"]["examples"] == 6

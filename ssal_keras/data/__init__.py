@@ -6,7 +6,8 @@
   batching, per-replica sharding under a ``tf.distribute`` strategy, per-channel statistics;
   for images of varying size (``load(..., image_size=N)``), ImageNet's random-resized crops
   (TensorFlow's, or torchvision's with ``crop_area``), colour jitter and centre crops.
-- ``fashion_mnist``: the NumPy reader of Debian's Fashion-MNIST IDX files.
+- ``fashion_mnist``: the NumPy reader of Debian's Fashion-MNIST IDX files; ``image_folder``:
+  the file lists of ``folder:PATH`` datasets.
 
 Example::
 

@@ -244,7 +244,7 @@ class SSALModel(keras.Model):
                 there are more than 5 classes. A list applies to every output.
             label_smoothing: float. Label smoothing of the default losses (SPEC section 5).
             label_smoothing_mode: str. ``"uniform"`` or ``"others"`` (the authors',
-                ``ssal_keras.losses.SMOOTHING_MODES``).
+                ``ssal_keras.modeling.losses.SMOOTHING_MODES``).
             **kwargs: passed to ``keras.Model.compile``.
         """
         terms = self.loss_terms()
