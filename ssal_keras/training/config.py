@@ -325,11 +325,7 @@ class RunConfig:
             self.learning_rate_schedule(steps_per_epoch=1)
         except ValueError as error:
             raise ValueError(f"schedule={self.schedule}: {error}") from None
-        try:
-            weight_decay_lib.check_classes(self.weight_decay_params,
-                                           self.aux_weight_decay_params)
-        except ValueError as error:
-            raise ValueError(str(error)) from None
+        weight_decay_lib.check_classes(self.weight_decay_params, self.aux_weight_decay_params)
 
     def _check_augment(self):
         area = self.crop_area
@@ -416,9 +412,7 @@ def _typed(field, value):
     if item is not None:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
                 _is(v, item) for v in value):
-            raise ValueError(f"{field.name}={value!r}: must be a list of {name}"
-                             + (" (one entry per branch)" if field.name != "groupings" else "")
-                             + ".")
+            raise ValueError(f"{field.name}={value!r}: must be a list of {name}.")
         return tuple(item(v) for v in value)
     if not _is(value, kind):
         valid = f"{name} or None" if optional else name
