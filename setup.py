@@ -25,5 +25,6 @@ setup(
         "pillow>=10",  # image files in the ONNX Runtime client (export/onnx_predict.py)
         "matplotlib>=3.8",  # the PNG figures of python -m ssal_keras.analyze
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # pytest-xdist: the suite runs one test file per CPU core (BUILD_NOTES.md, "Test suite").
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
 )
