@@ -1,20 +1,26 @@
 """The deployment client ``export/onnx_predict.py``: runs where TensorFlow and Keras cannot.
 
-Every run is a subprocess whose ``import tensorflow`` / ``import keras`` (and ``ssal_keras``,
-``tf2onnx``) raise ImportError, so the client is proven to need only NumPy, onnxruntime and
-Pillow. Its probabilities are compared with the Keras model on the same pixels.
+Every run of the first tests is a subprocess whose ``import tensorflow`` / ``import keras`` (and
+``ssal_keras``, ``tf2onnx``) raise ImportError, so the client is proven to need only NumPy,
+onnxruntime and Pillow. Its probabilities are compared with the Keras model on the same pixels.
+The hostile-input tests then call its ``main`` in-process (fast), on the same export and on
+small hand-built ONNX models.
 """
 
+import importlib.util
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import keras
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 import ssal_keras
 import ssal_keras.export as export
@@ -181,3 +187,298 @@ def test_client_bad_inputs_fail_in_one_line(exported, case, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnx_predict: error: "), result.stderr
     assert re.search(message, lines[0]), lines[0]
+
+
+# --- hostile input, in-process -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client():
+    """The client module itself (loaded from its file, as users copy it)."""
+    spec = importlib.util.spec_from_file_location("onnx_predict", CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _call(client, capsys, *args, cwd):
+    """``main(args)`` run in ``cwd``: ``(exit code, stdout, stderr)``."""
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        code = client.main(list(args))
+    finally:
+        os.chdir(old)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error(client, capsys, *args, cwd, message, stdout=""):
+    """The one error line of a refused call, checked against the regex ``message``."""
+    code, out, err = _call(client, capsys, *args, cwd=cwd)
+    assert code == 2 and out == stdout, (args, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnx_predict: error: "), err
+    assert "Traceback" not in err and re.search(message, lines[0]), lines[0]
+    return lines[0]
+
+
+def _onnx(path, nodes, inputs, outputs, initializers=()):
+    """Writes a hand-built ONNX model (opset 17); inputs and outputs are (name, type, shape)."""
+    graph = helper.make_graph(
+        nodes, "hand_built", [helper.make_tensor_value_info(*i) for i in inputs],
+        [helper.make_tensor_value_info(*o) for o in outputs], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what ONNX Runtime of any recent version loads
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+
+
+F = TensorProto.FLOAT
+
+
+def _mean_model(path, shape=("batch", 4, 4, 3), last="softmax"):
+    """A classifier over channel means: ``joint = softmax(mean / 50)`` (or the NaN-prone
+    ``sqrt(mean - 10)``), shape ``[batch, C]``."""
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2], keepdims=0)]
+    if last == "softmax":
+        nodes += [helper.make_node("Mul", ["mean", "scale"], ["scaled"]),
+                  helper.make_node("Softmax", ["scaled"], ["joint"], axis=1)]
+        constant = helper.make_tensor("scale", F, [], [0.02])
+    else:
+        nodes += [helper.make_node("Sub", ["mean", "shift"], ["shifted"]),
+                  helper.make_node("Sqrt", ["shifted"], ["joint"])]
+        constant = helper.make_tensor("shift", F, [], [10.0])
+    _onnx(path, nodes, [("images", F, list(shape))], [("joint", F, [shape[0], shape[-1]])],
+          [constant])
+
+
+@pytest.fixture(scope="module")
+def hand_built(tmp_path_factory):
+    """Small ONNX models: servable (fixed batch 1 or 2, grey, NaN-prone) and not."""
+    root = tmp_path_factory.mktemp("hand_built")
+    for name, shape in (("mean", ("batch", 4, 4, 3)), ("fixed1", (1, 4, 4, 3)),
+                        ("fixed2", (2, 4, 4, 3)), ("grey", ("batch", 4, 4, 1))):
+        _mean_model(root / f"{name}.onnx", shape)
+    _mean_model(root / "nan.onnx", last="sqrt")
+    reduce = helper.make_node("ReduceMean", ["images"], ["joint"], axes=[1, 2], keepdims=0)
+    _onnx(root / "two_inputs.onnx",
+          [helper.make_node("Add", ["images", "more"], ["sum"]),
+           helper.make_node("ReduceMean", ["sum"], ["joint"], axes=[1, 2], keepdims=0)],
+          [("images", F, ["b", 4, 4, 3]), ("more", F, ["b", 4, 4, 3])], [("joint", F, ["b", 3])])
+    _onnx(root / "rank3_input.onnx",
+          [helper.make_node("ReduceMean", ["images"], ["joint"], axes=[1], keepdims=0)],
+          [("images", F, ["b", 4, 12])], [("joint", F, ["b", 12])])
+    _onnx(root / "double_input.onnx", [reduce], [("images", TensorProto.DOUBLE, ["b", 4, 4, 3])],
+          [("joint", TensorProto.DOUBLE, ["b", 3])])
+    _onnx(root / "rank4_output.onnx", [helper.make_node("Relu", ["images"], ["joint"])],
+          [("images", F, ["b", 4, 4, 3])], [("joint", F, ["b", 4, 4, 3])])
+    _onnx(root / "int_output.onnx",
+          [reduce, helper.make_node("ArgMax", ["joint"], ["label"], axis=1, keepdims=1)],
+          [("images", F, ["b", 4, 4, 3])], [("label", TensorProto.INT64, ["b", 1])])
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    np.save(root / "pixels.npy", pixels)
+    return root, pixels
+
+
+def _probabilities(out):
+    """``[{class: probability}]`` of the JSON lines printed."""
+    return [{t["class"]: t["probability"] for t in json.loads(line)["top"]}
+            for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("model", ["fixed1", "fixed2"])
+def test_fixed_batch_model_runs_in_chunks(client, capsys, hand_built, model):
+    root, pixels = hand_built
+    code, out, err = _call(client, capsys, "--model", f"{model}.onnx", "--images",
+                           "pixels.npy", cwd=root)
+    assert code == 0, err
+    one_by_one = []
+    for i in range(len(pixels)):
+        np.save(root / f"{model}_{i}.npy", pixels[i:i + 1])
+        code, single, err = _call(client, capsys, "--model", f"{model}.onnx", "--images",
+                                  f"{model}_{i}.npy", cwd=root)
+        assert code == 0, err
+        one_by_one += _probabilities(single)
+    assert _probabilities(out) == one_by_one and len(one_by_one) == 3
+    predictor = client.Predictor(str(root / f"{model}.onnx"))
+    np.testing.assert_array_equal(predictor.predict(pixels),
+                                  np.concatenate([predictor.predict(p[None]) for p in pixels]))
+
+
+@pytest.mark.parametrize("model,message", [
+    ("two_inputs", r"two_inputs.onnx cannot be served by this client: it has 2 inputs; it "
+                   r"needs one float32 input of shape \[batch, H, W, C\]"),
+    ("rank3_input", r"it has the input 'images' \['b', 4, 12\] tensor\(float\) \(rank 3\); it needs"),
+    ("double_input", r"'images' .* tensor\(double\) \(rank 4\); it needs one float32 input"),
+    ("rank4_output", r"output 'joint' \['b', 4, 4, 3\] tensor\(float\) of rank4_output.onnx "
+                     r"cannot be served.*float32 outputs of shape \[batch, classes\]"),
+    ("int_output", r"output 'label' \['b', 1\] tensor\(int64\) .* cannot be served"),
+])
+def test_unservable_model_fails_in_one_line(client, capsys, hand_built, model, message):
+    root, _ = hand_built
+    _error(client, capsys, "--model", f"{model}.onnx", "--images", "pixels.npy", cwd=root,
+           message=message)
+
+
+def test_nan_output_is_refused_naming_the_image(client, capsys, hand_built):
+    root, pixels = hand_built
+    batch = np.stack([np.full((4, 4, 3), 200, np.uint8), np.zeros((4, 4, 3), np.uint8)])
+    np.save(root / "dark.npy", batch)  # sqrt(mean - 10): NaN for the black image
+    _error(client, capsys, "--model", "nan.onnx", "--images", "dark.npy", cwd=root,
+           message=r"output 'joint' for dark.npy\[1\] is not finite \(NaN or inf\)")
+    # The batches before the bad one stay printed, as strict JSON.
+    code, out, err = _call(client, capsys, "--model", "nan.onnx", "--images", "dark.npy",
+                           "--batch_size", "1", cwd=root)
+    assert code == 2 and [json.loads(line)["image"] for line in out.splitlines()] == [
+        "dark.npy[0]"]
+    assert err.count("\n") == 1 and "dark.npy[1] is not finite" in err
+
+
+def _png_16_bit_rgb(path, pixels):
+    """A 48-bit RGB PNG (Pillow cannot write one; it reads it as 8-bit RGB)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                + chunk(b"IEND", b""))
+
+
+def test_channel_policy(client, capsys, hand_built):
+    """Alpha is dropped, palettes are converted, grey feeds RGB models and RGB grey ones."""
+    root, pixels = hand_built
+    rng = np.random.default_rng(3)
+    alpha = rng.integers(0, 256, size=(4, 4, 1), dtype=np.uint8)
+    PIL.fromarray(np.concatenate([pixels[0], alpha], axis=-1)).save(root / "rgba.png")
+    palette = PIL.fromarray(pixels[1]).quantize(colors=8)
+    palette.info["transparency"] = 0
+    palette.save(root / "palette.png")
+    PIL.fromarray(pixels[2, ..., 0]).save(root / "grey.png")
+    expected = np.stack([pixels[0], np.asarray(palette.convert("RGB")),
+                         np.repeat(pixels[2, ..., :1], 3, axis=-1)])
+    np.save(root / "expected.npy", expected)
+    code, out, err = _call(client, capsys, "--model", "mean.onnx", "--images", "rgba.png",
+                           "palette.png", "grey.png", cwd=root)
+    code_npy, out_npy, _ = _call(client, capsys, "--model", "mean.onnx", "--images",
+                                 "expected.npy", cwd=root)
+    assert code == code_npy == 0 and err == "", err
+    assert _probabilities(out) == _probabilities(out_npy)
+    code, out, err = _call(client, capsys, "--model", "grey.onnx", "--images", "rgba.png",
+                           cwd=root)
+    np.save(root / "luma.npy", np.asarray(PIL.fromarray(pixels[0]).convert("L"))[None])
+    assert code == 0 and _probabilities(out) == _probabilities(
+        _call(client, capsys, "--model", "grey.onnx", "--images", "luma.npy", cwd=root)[1])
+
+
+def test_16_bit_images_are_refused(client, capsys, hand_built):
+    root, pixels = hand_built
+    PIL.fromarray(pixels[0, ..., 0].astype(np.uint16) * 257).save(root / "grey16.png")
+    _png_16_bit_rgb(root / "rgb16.png", pixels[0].astype(np.uint16) * 257)
+    assert PIL.open(root / "rgb16.png").mode == "RGB"  # what Pillow alone would decode
+    for name, mode in (("grey16.png", "I;16"), ("rgb16.png", "RGB")):
+        _error(client, capsys, "--model", "mean.onnx", "--images", name, cwd=root,
+               message=rf"image {name} has {re.escape(mode)}.* 16-bit images are not "
+                       "supported: convert to 8-bit")
+
+
+@pytest.mark.parametrize("limit", ["pillow error", "pillow warning", "client cap"])
+def test_decompression_bombs_are_refused(client, capsys, monkeypatch, exported, limit):
+    root, _, _ = exported  # img0.png: 16x16 = 256 pixels, over each lowered limit
+    if limit == "client cap":
+        monkeypatch.setattr(client, "MAX_PIXELS", 255)
+        message = r"image img0.png is 16x16 \(HxW\), 256 pixels, over this client's limit"
+    else:  # Pillow errs over twice its limit and warns over it: both are refused
+        monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 100 if limit == "pillow error" else 150)
+        message = r"image img0.png is too large to decode safely \(Image size \(256 pixels\)"
+    _error(client, capsys, "--model", "ssal/model.onnx", "--images", "img0.png", cwd=root,
+           message=message)
+
+
+def _wrong_files(root):
+    np.savez(root / "archive.npz", images=np.zeros((1, 16, 16, 3)))
+    shutil.copy(root / "archive.npz", root / "archive.npy")
+    (root / "text.png").write_text("not an image\n")
+    np.save(root / "strings.npy", np.array([["cat", "dog"]]))
+    np.save(root / "objects.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    (root / "empty.npy").write_bytes(b"")
+
+
+@pytest.mark.parametrize("name,message", [
+    ("archive.npz", r"archive.npz: unknown image type .npz; --images takes .npy arrays"),
+    ("archive.npy", r"archive.npy is an .npz archive, not a .npy array; --images takes "),
+    ("text.png", r"cannot read image text.png \(cannot identify image file.*--images takes "
+                 r".npy arrays \(N, H, W, C\) of raw pixels or image files \(.png, "),
+    ("strings.npy", r"strings.npy holds <U3 values, not numbers; --images takes .npy arrays"),
+    ("objects.npy", r"cannot read objects.npy as a .npy array \(.*Python objects.*--images"),
+    ("empty.npy", r"cannot read empty.npy as a .npy array .*--images takes"),
+])
+def test_files_of_the_wrong_type_are_refused(client, capsys, exported, tmp_path, name,
+                                             message):
+    root, _, _ = exported
+    _wrong_files(tmp_path)
+    _error(client, capsys, "--model", str(root / "ssal" / "model.onnx"), "--images", name,
+           cwd=tmp_path, message=message)
+
+
+@pytest.mark.parametrize("dtype,bad,message", [
+    ("float32", {2: np.nan}, r"bad.npy\[2\] \(the first bad image of bad.npy\) has NaN or inf"),
+    ("float64", {1: np.inf, 2: np.nan}, r"bad.npy\[1\] .* has NaN or inf values"),
+    ("float32", {0: -1.0, 2: 256.0},
+     r"bad.npy\[0\] .* has values in \[-1, 255\]; .*raw pixels in 0..255"),
+    ("int16", {2: 300}, r"bad.npy\[2\] .* has values in \[0, 300\]"),
+])
+def test_npy_pixels_must_be_finite_and_in_range(client, capsys, monkeypatch, exported,
+                                                 tmp_path, dtype, bad, message):
+    root, _, _ = exported
+    monkeypatch.setattr(client, "NPY_CHUNK", 2)  # image 2 is in the second pass
+    batch = np.full((3, 16, 16, 3), 255, dtype)
+    batch[:, 0, 0, 0] = 0
+    for index, value in bad.items():
+        batch[index, 5, 5, 1] = value
+    np.save(tmp_path / "bad.npy", batch)
+    _error(client, capsys, "--model", str(root / "ssal" / "model.onnx"), "--images", "bad.npy",
+           cwd=tmp_path, message=message)
+
+
+_NOT_JSON = object()  # marks the raw-text cases below
+
+
+@pytest.mark.parametrize("change,message", [
+    ({_NOT_JSON: "{\"class_names\": [\"cat\""}, r"cannot read .*export.json \(Expecting"),
+    ({_NOT_JSON: "[1, 2]"}, r"export.json is not an export.json \(not a JSON object but list\)"),
+    ({"class_names": "cat"}, r"export.json: field 'class_names' is not a list of strings"),
+    ({"class_names": ["cat", 1, "car", "ship"]}, r"field 'class_names' is not a list of str"),
+    ({"class_names": ["cat", "dog", "car"]},
+     r"field 'class_names' has 3 names; the model has 4 classes"),
+    ({"groupings": [1, 2]}, r"field 'groupings' is not a list of lists of group ids"),
+    ({"groupings": [["a", "b", "c", "d"], [0, 1, 2, 0]]}, r"field 'groupings' is not a list"),
+    ({"groupings": [[0, 0, 1, True], [0, 1, 2, 0]]}, r"field 'groupings' is not a list"),
+    ({"groupings": [[0, 0, 1], [0, 1, 2, 0]]},
+     r"field 'groupings\[0\]' has 3 entries; the model has 4 classes"),
+    ({"groupings": [[0, 0, 1, 1]]}, r"field 'groupings' has 1 lists; the model has branches "
+                                    r"up to aux_1"),
+    ({"groupings": [[0, 0, 1, 5], [0, 1, 2, 0]]},
+     r"field 'groupings\[0\]' has group 5; output aux_0 has 2 groups"),
+    ({"num_classes": "4"}, r"field 'num_classes' is '4', not a positive int"),
+    ({"num_classes": 5}, r"field 'num_classes' is 5; the model has 4 classes"),
+    ({"outputs": {"joint": 4}}, r"field 'outputs' is not a list of"),
+    ({"outputs": [{"name": "joint", "shape": 4}]}, r"field 'outputs' is not a list of"),
+    ({"input": [None, 16, 16, 3]}, r"field 'input' is not an object"),
+    ({"input": {"shape": [None, "16", 16, 3]}}, r"field 'input.shape' is \[None, '16', 16, 3\]"),
+])
+def test_malformed_export_json_fails_in_one_line(client, capsys, exported, tmp_path, change,
+                                                 message):
+    root, _, _ = exported
+    shutil.copy(root / "ssal" / "model.onnx", tmp_path / "model.onnx")
+    if _NOT_JSON in change:
+        text = change[_NOT_JSON]
+    else:
+        with open(root / "ssal" / "export.json") as f:
+            text = json.dumps({**json.load(f), **change})
+    (tmp_path / "export.json").write_text(text)
+    line = _error(client, capsys, "--model", str(tmp_path / "model.onnx"), "--images",
+                  str(root / "img0.png"), cwd=tmp_path, message=message)
+    assert "export.json" in line

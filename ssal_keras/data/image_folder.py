@@ -10,22 +10,48 @@ Two layouts:
 
 Images are found recursively under each class folder (``*.png``, ``*.jpg``, ``*.jpeg``, any
 case; Tiny ImageNet's ``train/<wnid>/images/``). Class ids are the sorted folder names of the
-training part. A file with one channel among RGB files is decoded as RGB, an alpha channel is
-dropped. By default all images must have one height and width (checked on the first image of
-each class, then on every image as it is read); with ``mixed_sizes=True`` (``load(...,
-image_size=N)``) they may differ, and the input pipelines resize them.
+training part.
+
+Checked at load, before any training step: every file of both parts is opened once (in
+parallel threads; a progress line every ``PROGRESS_EVERY`` files for larger folders) and its
+header read. A missing file (``FileNotFoundError``), an empty or unreadable one, a PNG whose
+chunks are cut or fail their checksums, a JPEG without its end marker that TensorFlow cannot
+decode either, an image over ``MAX_IMAGE_PIXELS`` pixels (refused from its header, never
+decoded) and an image outside the channel policy below is one ``ValueError`` naming the first
+such file (in path order) and how many more there are. Without ``mixed_sizes`` every image must
+have the first training image's height and width; the error names both files.
+
+Channel policy (the same as the deployment client's, ``export/onnx_predict.py``): images are
+8-bit. Grey (also 1-bit) and colour (RGB; palette images and JPEG's CMYK count as colour) are
+accepted; a dataset is RGB if any of its images is colour, else grey, and every image is
+decoded to that many channels (a grey image among RGB ones is repeated into three channels:
+Pillow's ``convert("RGB")`` does the same). An alpha channel is dropped (not composited), a
+palette is expanded to its colours. 16-bit images (PNG of bit depth 16, Pillow modes ``I;16``
+and ``I``) and 32-bit float images are refused: convert them to 8-bit. Files in other formats
+than PNG and JPEG under those names (a GIF, BMP or WebP named ``.jpg``) are decoded once at
+load by TensorFlow, the decoder training uses.
 """
 
+import concurrent.futures
 import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 EVAL_FRACTION = 0.1  # of each class, in the layout without train/
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # height * width; a larger image is refused unread
+PROGRESS_EVERY = 10_000  # files between progress lines of the check; none for fewer files
 _EVAL_FOLDERS = ("val", "test")
 _TINY_IMAGENET_LABELS = "val_annotations.txt"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_END = b"\xff\xd9"
+_GREY_MODES = ("1", "L", "LA", "La")
+_COLOUR_MODES = ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+_TF_NOISE = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*")  # TF's op name around a message
 
 
 @dataclasses.dataclass
@@ -36,13 +62,15 @@ class FileSplit:
     labels: np.ndarray  # int32
 
 
-def read_folder(path, *, mixed_sizes=False):
-    """Lists a ``folder:PATH`` dataset (module docstring).
+def read_folder(path, *, mixed_sizes=False, log=print):
+    """Lists a ``folder:PATH`` dataset and checks every file of it (module docstring).
 
     Args:
         path: str. The dataset's folder.
         mixed_sizes: bool. Accept images of different heights and widths (the channels are
             still one number for all).
+        log: callable. Prints a progress line of the check (folders over ``PROGRESS_EVERY``
+            files).
 
     Returns:
         ``(class_names, train, eval, image_shape)``: list of str, two ``FileSplit`` and the
@@ -50,9 +78,10 @@ def read_folder(path, *, mixed_sizes=False):
         with ``mixed_sizes``).
 
     Raises:
-        FileNotFoundError: if ``path`` is not a folder.
-        ValueError: on a folder without images, an evaluation class unknown to training, or
-            (without ``mixed_sizes``) images of different sizes.
+        FileNotFoundError: if ``path`` is not a folder, or a listed image file is missing.
+        ValueError: on a folder without images, an evaluation class unknown to training, a
+            damaged, empty, too large or 16-bit image, or (without ``mixed_sizes``) images of
+            different sizes.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(
@@ -66,7 +95,9 @@ def read_folder(path, *, mixed_sizes=False):
     else:
         class_names, everything = _class_folders(path)
         train, eval_ = _split_each_class(everything, class_names)
-    return class_names, train, eval_, _image_shape(train, eval_, mixed_sizes)
+    headers = check_files(np.concatenate([train.paths, eval_.paths]),
+                          log=lambda line: log(f"folder:{path}: {line}"))
+    return class_names, train, eval_, _image_shape(headers, mixed_sizes)
 
 
 def _class_folders(root):
@@ -155,36 +186,146 @@ def _split_each_class(split, class_names):
             FileSplit(split.paths[is_eval], split.labels[is_eval]))
 
 
-def _image_shape(train, eval_, mixed_sizes=False):
-    """The common ``(height, width, channels)``, checked on each split's first image per class
-    (``(None, None, channels)`` with ``mixed_sizes``).
+def _image_shape(headers, mixed_sizes=False):
+    """The ``(height, width, channels)`` all images are decoded to (``(None, None, channels)``
+    with ``mixed_sizes``): 3 channels if any image is colour, else 1.
 
     Raises:
-        ValueError: if two of the checked images differ in height or width (not with
+        ValueError: if an image's height and width differ from the first one's (not with
             ``mixed_sizes``).
     """
-    shapes = {}
-    for split in (train, eval_):
-        _, first = np.unique(split.labels, return_index=True)
-        for path in split.paths[first]:
-            shapes[path] = tuple(_decode(path).shape)
-    channels = 3 if any(shape[2] >= 3 for shape in shapes.values()) else 1
+    channels = 3 if any(header.colour for header in headers) else 1
     if mixed_sizes:
         return None, None, channels
-    (first_path, (height, width, _)), *others = shapes.items()
-    for path, shape in others:
-        if shape[:2] != (height, width):
-            raise ValueError(f"images differ in size: {first_path} is {height}x{width}, {path} "
-                             f"is {shape[0]}x{shape[1]}; pass --image_size=N to resize them "
-                             "(load(..., image_size=N)), or resize the files to one size.")
-    return height, width, channels
+    first = headers[0]
+    for other in headers:
+        if (other.height, other.width) != (first.height, first.width):
+            raise ValueError(
+                f"images differ in size: {first.path} is {first.height}x{first.width}, "
+                f"{other.path} is {other.height}x{other.width}; pass --image_size=N to "
+                "resize them (load(..., image_size=N)), or resize the files to one size.")
+    return first.height, first.width, channels
 
 
-def _decode(path):
+# The check of every file at load ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FileHeader:
+    """What the check of one image file found: its size and colour, or why it is refused."""
+
+    path: str
+    height: int = 0
+    width: int = 0
+    colour: bool = False  # RGB, palette or CMYK; False: grey
+    problem: str | None = None  # why the file cannot be used; None: it can
+    missing: bool = False  # the file does not exist
+
+
+def check_files(paths, *, log=print):
+    """Checks every image file once, in parallel threads (``inspect_file``).
+
+    Args:
+        paths: sequence of str. The files.
+        log: callable. Gets a progress line every ``PROGRESS_EVERY`` files, when there are
+            more than that.
+
+    Returns:
+        list of ``FileHeader``, in ``paths`` order, none with a problem.
+
+    Raises:
+        FileNotFoundError: naming the first missing file (in ``paths`` order).
+        ValueError: naming the first file with a problem, and how many more there are.
+    """
+    paths = [str(p) for p in paths]
+    headers = []
+    # Threads: the time goes mostly into waiting for file reads (they release the GIL), which
+    # overlap; TensorFlow's decoding of the few files that need it runs in parallel too.
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        for start in range(0, len(paths), PROGRESS_EVERY):
+            headers += pool.map(inspect_file, paths[start:start + PROGRESS_EVERY])
+            if len(paths) > PROGRESS_EVERY:
+                log(f"checked {len(headers):,} of {len(paths):,} image files")
+    bad = [header for header in headers if header.problem]
+    if bad:
+        more = f" ({len(bad) - 1} more bad file(s) after it)" if len(bad) > 1 else ""
+        error = FileNotFoundError if bad[0].missing else ValueError
+        raise error(f"{bad[0].path}: {bad[0].problem}{more}.")
+    return headers
+
+
+def inspect_file(path):
+    """Checks one image file from its header (a PNG also by its chunk checksums, a JPEG by its
+    end marker) without decoding it, except where TensorFlow must tell (``_decodes``).
+
+    Returns:
+        ``FileHeader``: the size and colour, or the problem.
+    """
     try:
-        return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        if os.path.getsize(path) == 0:
+            return FileHeader(path, problem="empty file (0 bytes); remove or replace it")
+        with open(path, "rb") as f:
+            head = f.read(32)
+            f.seek(0)
+            with Image.open(f) as image:
+                header = _judge_header(path, head, image)
+                if header.problem is None and image.format == "PNG":
+                    image.verify()  # reads every chunk to IEND: cut or corrupted files fail
+                if header.problem is None and image.format != "PNG" and not _ends_well(f):
+                    header = _decodes(header)
+    except FileNotFoundError:
+        return FileHeader(path, problem="no such file; restore it or remove it from the dataset",
+                          missing=True)
+    except Image.UnidentifiedImageError:  # its message names a file object, not the format
+        return FileHeader(path, problem="not an image file of a known format (PNG, JPEG); "
+                                        "remove or replace it")
+    except Exception as error:  # Pillow's parsers raise many types on damaged files
+        return FileHeader(path, problem=f"cannot read the image ({_first_line(error)}); "
+                                        "remove or replace it")
+    return header
+
+
+def _judge_header(path, head, image):
+    """The ``FileHeader`` of an opened image: its size and colour, or why the module
+    docstring's policy refuses it."""
+    width, height = image.size
+    sixteen_bit = head.startswith(_PNG_SIGNATURE) and len(head) > 24 and head[24] > 8
+    if sixteen_bit or image.mode.startswith(("I", "F")):
+        return FileHeader(path, problem=f"16-bit images are not supported: convert to 8-bit "
+                                        f"(a {image.format} of mode {image.mode})")
+    if width * height > MAX_IMAGE_PIXELS:
+        return FileHeader(path, problem=(
+            f"{height}x{width} = {width * height:,} pixels, over the maximum of "
+            f"{MAX_IMAGE_PIXELS:,} (image_folder.MAX_IMAGE_PIXELS); downscale it or remove it"))
+    if image.mode not in _GREY_MODES + _COLOUR_MODES:
+        return FileHeader(path, problem=f"images of mode {image.mode} are not supported: "
+                                        "convert to 8-bit grey or RGB")
+    return FileHeader(path, height, width, colour=image.mode in _COLOUR_MODES)
+
+
+def _ends_well(f):
+    """Whether an open JPEG file ends with its end-of-image marker: a cut file does not."""
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - 64))
+    return f.read().rstrip(b"\0\r\n ").endswith(_JPEG_END)
+
+
+def _decodes(header):
+    """``header``, or the reason TensorFlow cannot decode the file: for files the header check
+    cannot vouch for (a JPEG without its end marker, another format under an image name)."""
+    try:
+        tf.io.decode_image(tf.io.read_file(header.path), expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        raise ValueError(f"cannot decode {path}: {error.message.splitlines()[0]}") from None
+        return FileHeader(header.path, problem=f"cannot decode the image "
+                                               f"({_first_line(error)}); remove or replace it")
+    return header
+
+
+def _first_line(error):
+    """The first line of an error's message, without TensorFlow's op names."""
+    text = getattr(error, "message", None) or str(error)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return _TF_NOISE.sub("", lines[0]).strip() if lines else type(error).__name__
 
 
 def decode_file(path, label, *, image_shape):

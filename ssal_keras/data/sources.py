@@ -41,6 +41,7 @@ centre crop for evaluation). A dataset of one size may be loaded with ``image_si
 import dataclasses
 import os
 import re
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -51,6 +52,7 @@ SPEC_FORMS = "fashion_mnist, tfds:NAME[:TRAIN_SPLIT:EVAL_SPLIT], folder:PATH, np
 _HELD_OUT_SEED = 20200110  # fixed: the held-out part must not depend on the run's seed
 _EVAL_ORDER_SEED = 1
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_PIXEL_CHECK_CHUNK = 4096  # images per step of the pixel check
 _VERSION = re.compile(r"[0-9*]+\.[0-9*]+\.[0-9*]+")
 # TFDS datasets whose ``test`` split has no labels (-1): the default evaluation split is
 # ``validation`` (imagenet2012 5.1.0 added an unlabelled test split).
@@ -113,7 +115,7 @@ class _Source:
 
 
 def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
-         held_out_examples=0, seed=0, image_size=None):
+         held_out_examples=0, seed=0, image_size=None, log=print):
     """Loads a dataset as unbatched splits of raw pixels (module docstring: specs, selection).
 
     Args:
@@ -129,14 +131,16 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
         image_size: int or None. Accept images of any height and width, to be resized by the
             input pipelines to ``image_size x image_size`` (module docstring); None: all
             images must share one size, the model's input size.
+        log: callable. Prints a progress line while a large folder's files are checked.
 
     Returns:
         ``(dataset, held_out)``: a ``Dataset`` and the held-out unbatched
         ``tf.data.Dataset`` (None when ``held_out_examples`` is 0).
 
     Raises:
-        ValueError: on a bad spec, argument or dataset content.
-        FileNotFoundError: if the dataset is not there.
+        ValueError: on a bad spec, argument or dataset content (module docstring, "Checked
+            at load"): one line naming the file, and the index of a bad array entry.
+        FileNotFoundError: if the dataset, or a file of it, is not there.
     """
     for name, value, least in (("train_examples", train_examples, 1),
                                ("eval_examples", eval_examples, 1),
@@ -148,7 +152,7 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
                              f"Received: {name}={value!r}")
     held_out_examples = held_out_examples or 0
     image_size = None if image_size is None else int(image_size)
-    source = _read_source(spec, data_dir, mixed_sizes=image_size is not None)
+    source = _read_source(spec, data_dir, mixed_sizes=image_size is not None, log=log)
     if held_out_examples >= source.train.count:
         raise ValueError(f"`held_out_examples`={held_out_examples} leaves no training example: "
                          f"{spec} has {source.train.count}.")
@@ -165,16 +169,16 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
     return dataset, held_out
 
 
-def _read_source(spec, data_dir, mixed_sizes=False):
+def _read_source(spec, data_dir, mixed_sizes=False, log=print):
     """The ``_Source`` of ``spec``; ``mixed_sizes``: accept images of varying height and width
-    (their ``image_shape`` is then ``(None, None, C)``)."""
+    (their ``image_shape`` is then ``(None, None, C)``); ``log``: progress of a folder's check."""
     scheme, _, rest = spec.partition(":") if isinstance(spec, str) else ("", "", "")
     if spec == "fashion_mnist":
         return _fashion_mnist_source(data_dir)
     if scheme == "tfds" and rest:
         return _tfds_source(rest, data_dir, mixed_sizes)
     if scheme == "folder" and rest:
-        return _folder_source(os.path.expanduser(rest), mixed_sizes)
+        return _folder_source(os.path.expanduser(rest), mixed_sizes, log)
     if scheme == "npz" and rest:
         return _npz_source(os.path.expanduser(rest))
     raise ValueError(f"Unknown dataset {spec!r}; valid forms: {SPEC_FORMS}.")
@@ -271,34 +275,47 @@ def _fashion_mnist_source(data_dir):
         ) from None
 
 
-def _folder_source(path, mixed_sizes=False):
-    class_names, train, eval_, image_shape = image_folder.read_folder(path, mixed_sizes=mixed_sizes)
+def _folder_source(path, mixed_sizes=False, log=print):
+    class_names, train, eval_, image_shape = image_folder.read_folder(
+        path, mixed_sizes=mixed_sizes, log=log)
     return _Source(_file_split(train, image_shape), _file_split(eval_, image_shape),
                    class_names, image_shape)
 
 
 def _npz_source(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"npz:{path}: no such file; pass a .npz holding "
-                                f"{', '.join(_NPZ_KEYS)} (the keras.datasets layout).")
-    with np.load(path, allow_pickle=False) as arrays:
-        missing = [k for k in _NPZ_KEYS if k not in arrays.files]
-        if missing:
-            raise ValueError(f"npz:{path} lacks {', '.join(missing)}; it holds "
-                             f"{sorted(arrays.files)} but needs {', '.join(_NPZ_KEYS)} "
-                             "(class_names optional).")
-        splits = [_npz_split(path, arrays, x, y) for x, y in (_NPZ_KEYS[:2], _NPZ_KEYS[2:])]
-        names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays.files else None
-    (x_train, y_train), (x_test, y_test) = splits
+    files, arrays = _read_npz(path)
+    missing = [k for k in _NPZ_KEYS if k not in files]
+    if missing:
+        raise ValueError(f"npz:{path} lacks {', '.join(missing)}; it holds {files} but needs "
+                         f"{', '.join(_NPZ_KEYS)} (class_names optional).")
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    (x_train, y_train), (x_test, y_test) = (_npz_split(path, arrays, x, y)
+                                            for x, y in (_NPZ_KEYS[:2], _NPZ_KEYS[2:]))
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"npz:{path}: x_train images are {x_train.shape[1:]} but x_test "
                          f"images {x_test.shape[1:]}; they must match.")
-    num_classes = len(names) if names else int(max(y_train.max(), y_test.max())) + 1
-    if min(y_train.min(), y_test.min()) < 0 or max(y_train.max(), y_test.max()) >= num_classes:
-        raise ValueError(f"npz:{path}: labels must lie in 0..{num_classes - 1} "
-                         f"(len(class_names)={num_classes}).")
+    num_classes = _npz_class_count(path, y_train, y_test, names)
     return _Source(_array_split(x_train, y_train), _array_split(x_test, y_test),
                    names or [str(c) for c in range(num_classes)], x_train.shape[1:])
+
+
+def _read_npz(path):
+    """``(names of all arrays, {name: array} of those used)``, read whole: a cut or damaged
+    file fails here, at load, not mid-training."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"npz:{path}: no such file; pass a .npz holding "
+                                f"{', '.join(_NPZ_KEYS)} (the keras.datasets layout).")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an archive of named arrays")
+        with arrays:
+            used = [k for k in arrays.files if k in _NPZ_KEYS + ("class_names",)]
+            return sorted(arrays.files), {k: arrays[k] for k in used}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # cut, damaged, pickled
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"npz:{path}: truncated, damaged or not an npz file ({reason}); write "
+                         "it again with numpy.savez (number arrays, class_names as str).") from None
 
 
 def _npz_split(path, arrays, x_key, y_key):
@@ -312,7 +329,65 @@ def _npz_split(path, arrays, x_key, y_key):
     if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
         raise ValueError(f"npz:{path}: {y_key} must hold one integer per image; received "
                          f"{labels.dtype} {labels.shape} for {len(images)} images.")
+    _check_pixels(path, x_key, images)
     return images, labels
+
+
+def _check_pixels(path, key, images):
+    """Refuses images that are not raw pixels 0..255 (NaN, inf, negative or over 255: e.g.
+    normalised ones), naming the first such image, rather than training to a NaN loss."""
+    if images.dtype.kind not in "uif":
+        raise ValueError(f"npz:{path}: {key} holds {images.dtype} values; it needs numbers "
+                         "(raw pixels 0..255).")
+    if images.dtype == np.uint8:
+        return  # always in range
+    for start in range(0, len(images), _PIXEL_CHECK_CHUNK):  # bounded memory for big arrays
+        chunk = images[start:start + _PIXEL_CHECK_CHUNK].reshape(-1, np.prod(images.shape[1:]))
+        with np.errstate(invalid="ignore"):
+            bad = ~((chunk >= 0) & (chunk <= 255)).all(axis=1)  # NaN compares False
+        if bad.any():
+            index = start + int(np.argmax(bad))
+            image = images[index]
+            what = ("NaN or infinite pixels" if not np.isfinite(image).all() else
+                    f"pixels in [{image.min():g}, {image.max():g}]")
+            raise ValueError(f"npz:{path}: {key}[{index}] has {what}; images must hold raw "
+                             "pixels in 0..255 (not normalised ones): fix or drop that image.")
+
+
+def _npz_class_count(path, y_train, y_test, names):
+    """The number of classes, after checking every label against it (module docstring).
+
+    Without ``names``: classes ``0..max(label)``, each of which must occur in ``y_train`` (a
+    stray label, as 255 among 0..9, must not make a 256-class problem). With ``names``: labels
+    in ``0..len(names) - 1``.
+    """
+    splits = (("y_train", y_train), ("y_test", y_test))
+    for key, labels in splits:
+        if labels.min() < 0:
+            index = int(np.argmax(labels < 0))
+            raise ValueError(f"npz:{path}: {key}[{index}] is {labels[index]}; labels are class "
+                             "ids 0, 1, ...: fix or drop that example.")
+    if names is not None:
+        for key, labels in splits:
+            if labels.max() >= len(names):
+                index = int(np.argmax(labels >= len(names)))
+                raise ValueError(f"npz:{path}: {key}[{index}] is {labels[index]}, outside "
+                                 f"0..{len(names) - 1} (class_names has {len(names)} names); "
+                                 "fix the label or add its class name.")
+        return len(names)
+    key, labels = max(splits, key=lambda split: split[1].max())
+    index = int(np.argmax(labels))
+    num_classes = int(labels[index]) + 1
+    present = np.unique(y_train)  # sorted ids 0..num_classes - 1
+    if len(present) < num_classes:
+        gaps = np.flatnonzero(present != np.arange(len(present)))  # present[i] > i: i absent
+        first_absent = int(gaps[0]) if len(gaps) else len(present)
+        raise ValueError(
+            f"npz:{path}: without class_names the classes are 0..{num_classes - 1} (the "
+            f"largest label, {key}[{index}]), but {num_classes - len(present)} of them never "
+            f"occur in y_train (first: {first_absent}); store class_names (one per class) in "
+            "the npz, or fix the labels.")
+    return num_classes
 
 
 # TFDS ---------------------------------------------------------------------------------------

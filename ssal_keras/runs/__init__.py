@@ -1,6 +1,6 @@
-"""A run folder: its file names and atomic writers (``writer``), and a finished run read back
-with its typed config (``reader``). Every tool that writes or reads a run folder goes through
-here."""
+"""A run folder: its file names and atomic, durable writers (``writer``), a finished run read
+back with its typed config (``reader``), and the lock that keeps one trainer per folder
+(``lock``). Every tool that writes or reads a run folder goes through here."""
 
 from ssal_keras.runs.reader import TrainedRun, load, read_config
 from ssal_keras.runs.writer import (
@@ -13,7 +13,10 @@ from ssal_keras.runs.writer import (
     LEGACY_FLAGS_FILE,
     METRICS_FILE,
     MODEL_FILE,
+    PARTIAL_PREFIX,
+    SCRATCH_PREFIX,
     TENSORBOARD_DIR,
+    clean_leftovers,
     read_json,
     save_model,
     write_bytes,
@@ -25,6 +28,7 @@ from ssal_keras.runs.writer import (
 __all__ = [
     "ANALYSIS_DIR", "CHECKPOINTS_DIR", "CLASS_NAMES_FILE", "CONFIG_FILE", "GROUPINGS_DIR",
     "HELD_OUT_CONFUSION_FILE", "LEGACY_FLAGS_FILE", "METRICS_FILE", "MODEL_FILE",
-    "TENSORBOARD_DIR", "TrainedRun", "load", "read_config", "read_json", "save_model",
+    "PARTIAL_PREFIX", "SCRATCH_PREFIX", "TENSORBOARD_DIR", "TrainedRun", "clean_leftovers",
+    "load", "read_config", "read_json", "save_model",
     "write_bytes", "write_json", "write_npy", "write_text",
 ]

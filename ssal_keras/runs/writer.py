@@ -9,7 +9,8 @@ confusion on held-out training images, for ``--groupings=auto``), ``metrics.json
 
 import json
 import os
-import tempfile
+import secrets
+import shutil
 
 import numpy as np
 
@@ -26,35 +27,91 @@ TENSORBOARD_DIR = "tensorboard"
 ANALYSIS_DIR = "analysis"
 
 
-def umask():
-    """The process umask (read without changing it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+#: Prefix of the temporary files of the atomic writes; ``clean_leftovers`` removes those a
+#: killed process left behind.
+PARTIAL_PREFIX = ".partial-"
+#: Prefix of the scratch folders of non-chief workers (``training.trainer``).
+SCRATCH_PREFIX = ".scratch_"
+
+
+def _fsync_folder(folder):
+    """Makes a rename in ``folder`` durable: the folder's entry is on disk, not only the
+    file's bytes (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _new_partial(folder, suffix):
+    """A new empty file for a write in progress. Created with mode 0o666, so the kernel
+    applies the process umask itself: no process-wide umask change, which TensorFlow's
+    threads could observe."""
+    while True:
+        path = os.path.join(folder, f"{PARTIAL_PREFIX}{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
 
 
 def _replace_from_temp(path, write, suffix=""):
+    """Writes ``path`` through ``write(temp)`` on a temporary file beside it, then publishes it
+    with one rename and makes the rename durable."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=suffix)
-    os.close(handle)
+    temp = _new_partial(folder, suffix)
     try:
         write(temp)
-        # mkstemp makes the file private; the finished file gets the usual permissions.
-        os.chmod(temp, 0o666 & ~umask())
+        handle = os.open(temp, os.O_RDONLY)  # the bytes on disk before the name points at them
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
         os.replace(temp, path)
+        _fsync_folder(folder)
     finally:
         if os.path.exists(temp):
             os.remove(temp)
 
 
+def clean_leftovers(run_dir, log=print):
+    """Removes what killed writes left in a run folder: ``.partial-*`` files of the atomic
+    writes (in the folder and its sub-folders) and TensorFlow's ``*_temp`` checkpoint folders.
+    Call it while holding the run's lock. (A non-chief worker's scratch folder is its own to
+    clear: ``training.trainer`` empties it when the worker starts.)"""
+    removed = []
+    for folder, names, files in os.walk(run_dir):
+        names[:] = [n for n in names if not n.startswith(SCRATCH_PREFIX)]
+        for name in files:
+            if name.startswith(PARTIAL_PREFIX):
+                removed.append(os.path.join(folder, name))
+                os.remove(removed[-1])
+        for name in list(names):
+            if os.path.basename(folder) == CHECKPOINTS_DIR and name.endswith("_temp"):
+                removed.append(os.path.join(folder, name))
+                shutil.rmtree(removed[-1], ignore_errors=True)
+                names.remove(name)
+    if removed:
+        log(f"removed {len(removed)} leftover(s) of an interrupted write: "
+            f"{', '.join(os.path.relpath(p, run_dir) for p in removed[:3])}"
+            + (" ..." if len(removed) > 3 else ""))
+    return removed
+
+
 def write_bytes(path, content):
-    """Writes ``content`` to ``path`` through a temporary file in the same folder (atomic)."""
+    """Writes ``content`` to ``path`` through a temporary file in the same folder (atomic and
+    durable: the bytes and the rename are on disk when it returns)."""
     def write(temp):
         with open(temp, "wb") as f:
             f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
     _replace_from_temp(path, write)
 
 

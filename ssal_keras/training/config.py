@@ -316,6 +316,11 @@ class RunConfig:
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing,
                "must be in [0, 1)")
         self._check_augment()
+        # Only MirroredStrategy runs on the logical CPU devices; elsewhere the split is unused.
+        _check(self.logical_cpu_devices == 1 or self.strategy == "mirrored",
+               "logical_cpu_devices", self.logical_cpu_devices,
+               f"splits the CPU for strategy=mirrored; with strategy={self.strategy!r} it would "
+               "be ignored")
         self._check_model()
         self._check_branches()
         _check(self.schedule not in ("epoch_triangular", "piecewise_linear")

@@ -6,6 +6,7 @@ BatchNorm statistics are synchronised across replicas, and only the chief writes
 
 import json
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -16,10 +17,18 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 def split_cpu(num_devices):
     """Splits the host CPU into ``num_devices`` logical devices (mirrored training without GPUs).
 
-    Must run before TensorFlow initialises its devices, i.e. before any op runs.
+    Must run before TensorFlow initialises its devices, i.e. before any op runs. On a machine
+    with GPUs, ``strategy=mirrored`` mirrors over the GPUs and the split goes unused: a
+    ``UserWarning`` says so (one line; this module has no log, and a warning reaches the
+    caller's console, or a test's ``pytest.warns``) and the CPU is split all the same.
     """
     if num_devices <= 1:
         return
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        warnings.warn(
+            f"logical_cpu_devices={num_devices} is ignored on this machine: strategy=mirrored "
+            f"mirrors over its {len(gpus)} GPU(s), not over CPU devices.", stacklevel=2)
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
@@ -43,11 +52,9 @@ def create_strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError(
-                "--strategy=multi_worker needs the cluster in the TF_CONFIG environment "
-                "variable (see the TensorFlow multi-worker guide)."
-            )
+        # Checked here, before TensorFlow reads it: TF takes a TF_CONFIG without a cluster
+        # or task for a single worker and trains alone, silently.
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -56,6 +63,41 @@ def create_strategy(name):
         # NCCL is GPU-only; on CPU devices the sum goes through one device.
         cross_device_ops=None if gpus else tf.distribute.ReductionToOneDevice(),
     )
+
+
+def check_tf_config(text):
+    """Checks the ``TF_CONFIG`` environment variable (``text``; None when unset) describes a
+    multi-worker cluster and this process's place in it; one ValueError naming TF_CONFIG.
+
+    Returns:
+        dict. The parsed ``TF_CONFIG``: ``{"cluster": {job: [address, ...]}, "task":
+        {"type": job, "index": i}}``.
+    """
+    if text is None:
+        raise ValueError("--strategy=multi_worker needs the cluster in the TF_CONFIG environment "
+                         "variable (see the TensorFlow multi-worker guide).")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not JSON ({error}); --strategy=multi_worker needs "
+                         '{"cluster": {...}, "task": {"type": ..., "index": ...}}.') from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(v, list) and v for v in cluster.values()):
+        raise ValueError("TF_CONFIG has no cluster: --strategy=multi_worker needs "
+                         '"cluster": {job: [address, ...]} (otherwise TensorFlow would train '
+                         f"on this one worker); received {text!r:.120}.")
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str) or (
+            task["type"] not in cluster):
+        raise ValueError(f"TF_CONFIG has no task of a job in its cluster ({', '.join(cluster)}): "
+                         '--strategy=multi_worker needs "task": {"type": job, "index": i}; '
+                         f"received task={task!r:.80}.")
+    index, size = task.get("index"), len(cluster[task["type"]])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+        raise ValueError(f"TF_CONFIG task index {index!r} is outside the cluster: job "
+                         f"{task['type']!r} has {size} task(s), indices 0 to {size - 1}.")
+    return config
 
 
 def is_chief(strategy):

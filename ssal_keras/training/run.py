@@ -40,6 +40,7 @@ from ssal_keras import runs
 from ssal_keras.modeling import backbones, heads
 from ssal_keras.modeling.model import Branch, SSALModel
 from ssal_keras.modeling.weight_decay import rates_by_class
+from ssal_keras.runs import lock
 from ssal_keras.training import distribute, trainer
 from ssal_keras.training.config import AUTO, RunConfig
 
@@ -73,26 +74,38 @@ def train(config, model_dir, *, log=print):
         return previous
     with _process_settings(config):
         strategy, chief = _strategy(config, log)
-        dataset, held_out, normalization = _data(config, log)
-        groupings = resolve_groupings(config, dataset, model_dir, chief)
-        if chief:
-            runs.write_text(os.path.join(model_dir, runs.CONFIG_FILE), config.to_json())
-            runs.write_json(os.path.join(model_dir, runs.CLASS_NAMES_FILE),
-                            list(dataset.class_names))
-        model, optimizer = _model_and_optimizer(config, strategy, dataset, groupings,
-                                                normalization, log)
-        loop = trainer.Trainer(
-            strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
-            run_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
-            augment=config.augment, augment_options=config.augment_options(),
-            seed=config.seed, label_smoothing=config.label_smoothing,
-            label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
-            jit_compile=config.jit_compile, checkpoint_steps=config.checkpoint_steps,
-            log_every_steps=config.log_every_steps, eval_batch_size=config.eval_batch_size,
-            log=log)
-        record = _fit_and_write(loop, model_dir, previous, started, chief, held_out)
+        # Only the chief writes the run folder, so only the chief holds its lock.
+        with lock.held(model_dir, log=log) if chief else contextlib.nullcontext():
+            if chief:
+                runs.clean_leftovers(model_dir, log=log)
+            # Read again under the lock: another trainer may have moved the run on.
+            previous = _previous_metrics(config, model_dir)
+            record = _train_in_folder(config, model_dir, strategy, chief, previous, started,
+                                      log)
     log(f"done: {os.path.join(model_dir, runs.METRICS_FILE)}")
     return record
+
+
+def _train_in_folder(config, model_dir, strategy, chief, previous, started, log):
+    """Data, groupings, model and loop of a run whose folder this process may write."""
+    dataset, held_out, normalization = _data(config, log)
+    groupings = resolve_groupings(config, dataset, model_dir, chief)
+    if chief:
+        runs.write_text(os.path.join(model_dir, runs.CONFIG_FILE), config.to_json())
+        runs.write_json(os.path.join(model_dir, runs.CLASS_NAMES_FILE),
+                        list(dataset.class_names))
+    model, optimizer = _model_and_optimizer(config, strategy, dataset, groupings,
+                                            normalization, log)
+    loop = trainer.Trainer(
+        strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
+        run_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
+        augment=config.augment, augment_options=config.augment_options(),
+        seed=config.seed, label_smoothing=config.label_smoothing,
+        label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
+        jit_compile=config.jit_compile, checkpoint_steps=config.checkpoint_steps,
+        log_every_steps=config.log_every_steps, eval_batch_size=config.eval_batch_size,
+        log=log)
+    return _fit_and_write(loop, model_dir, previous, started, chief, held_out)
 
 
 def _check_config(config):
@@ -287,15 +300,17 @@ def _fit_and_write(loop, model_dir, previous, started, chief, held_out):
         result = loop.fit(on_epoch_end=on_epoch_end)
     except trainer.NonFiniteLoss as error:
         raise ValueError(str(error)) from None
+    # The last epoch's record is the evaluation of the final weights (the trainer records an
+    # epoch before it checkpoints it). The model and the held-out confusion are written
+    # before "completed", so a kill between these writes leaves a run that resumes.
     final = loop.evaluate() if not history else history[-1]["eval"]
-    record = write_metrics(final, result["train_images_per_sec"]
-                           or previous.get("train_images_per_sec"), completed=True)
     if chief:
         runs.save_model(loop.model, os.path.join(model_dir, runs.MODEL_FILE))
         if held_out is not None:
             runs.write_npy(os.path.join(model_dir, runs.HELD_OUT_CONFUSION_FILE),
                            loop.confusion(held_out))
-    return record
+    return write_metrics(final, result["train_images_per_sec"]
+                         or previous.get("train_images_per_sec"), completed=True)
 
 
 # === Settings, without training ==============================================================
@@ -330,9 +345,10 @@ def dry_run(config, model_dir, *, log=print):
     ``resolve_settings``; reads no data and trains nothing."""
     _check_config(config)
     _check_grouping_files(config)
-    _previous_metrics(config, model_dir)
     settings = resolve_settings(config)
-    runs.write_text(os.path.join(model_dir, runs.CONFIG_FILE), config.to_json())
+    with lock.held(model_dir, log=log):
+        _previous_metrics(config, model_dir)
+        runs.write_text(os.path.join(model_dir, runs.CONFIG_FILE), config.to_json())
     log(json.dumps(settings, indent=2, sort_keys=True, default=list))
     log(f"dry run: settings checked and written to {os.path.join(model_dir, runs.CONFIG_FILE)}; "
         "nothing trained")

@@ -25,6 +25,17 @@ from ssal_keras.modeling.losses import sparse_crossentropy
 from ssal_keras.training import distribute
 
 
+def checkpoint_files(folder):
+    """The checkpoint prefixes in ``folder`` (``.../ckpt-N``), newest first, found by their
+    ``.index`` files rather than by TensorFlow's ``checkpoint`` index file."""
+    numbered = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        number = name[len("ckpt-"):-len(".index")]
+        if name.startswith("ckpt-") and name.endswith(".index") and number.isdigit():
+            numbered.append((int(number), os.path.join(folder, name[:-len(".index")])))
+    return [path for _, path in sorted(numbered, reverse=True)]
+
+
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
 
@@ -200,8 +211,11 @@ class Trainer:
         # Only the chief writes the real folder; the others save (they must take part in the
         # save) into a scratch folder that is removed again (TF multi-worker tutorial).
         folder = self.run_dir if self.chief else os.path.join(
-            self.run_dir, f".scratch_{task_type}_{task_index}")
+            self.run_dir, f"{runs.SCRATCH_PREFIX}{task_type}_{task_index}")
+        if not self.chief:  # what a killed earlier start of this worker left
+            shutil.rmtree(folder, ignore_errors=True)
         self.checkpoint_dir = os.path.join(folder, runs.CHECKPOINTS_DIR)
+        self.restore_dir = os.path.join(self.run_dir, runs.CHECKPOINTS_DIR)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                                   max_to_keep=3)
 
@@ -301,16 +315,44 @@ class Trainer:
 
     # --- loop ------------------------------------------------------------------------------
     def restore(self):
-        """Restores the newest checkpoint, if any. Returns ``(epoch, step_in_epoch)``."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            if int(self.epoch) >= self.epochs:
-                self.log(f"the run is complete ({latest}); evaluating it again")
-            else:
-                self.log(f"resuming from checkpoint {latest}: epoch {int(self.epoch) + 1}, "
-                         f"step {int(self.step_in_epoch)} of {self.steps_per_epoch}")
+        """Restores the newest readable checkpoint, if any. Returns ``(epoch, step_in_epoch)``.
+
+        Every worker restores the chief's checkpoints (the others only ever save to scratch).
+        Checkpoints are found by their files, so a damaged ``checkpoint`` index file cannot
+        hide them; an unreadable newest one (a kill in the middle of its write, a damaged
+        disk) falls back to the one before, saying so.
+
+        Raises:
+            ValueError: when checkpoints exist and none of them can be read (never a silent
+                restart from epoch 1).
+        """
+        candidates = checkpoint_files(self.restore_dir)
+        if candidates and self.chief and self.manager.latest_checkpoint != candidates[0]:
+            self.log(f"{os.path.join(self.restore_dir, 'checkpoint')} does not name "
+                     f"{candidates[0]}: the checkpoints are read from their files")
+        for index, path in enumerate(candidates):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as error:  # noqa: BLE001  (damage shows as many error types)
+                problem = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+                if index + 1 == len(candidates):
+                    raise ValueError(
+                        f"no readable checkpoint in {self.restore_dir}: the oldest, {path}, "
+                        f"fails too ({problem}); move the checkpoints away to restart the run "
+                        "from epoch 1.") from None
+                self.log(f"checkpoint {path} is unreadable ({problem}); falling back to "
+                         f"{candidates[index + 1]}")
+                continue
+            self._log_restored(path)
+            break
         return int(self.epoch), int(self.step_in_epoch)
+
+    def _log_restored(self, path):
+        if int(self.epoch) >= self.epochs:
+            self.log(f"the run's training is complete ({path}); writing its outputs")
+        else:
+            self.log(f"resuming from checkpoint {path}: epoch {int(self.epoch) + 1}, "
+                     f"step {int(self.step_in_epoch)} of {self.steps_per_epoch}")
 
     def _save(self, epoch, step_in_epoch):
         """Checkpoints the weights at data position ``(epoch, step_in_epoch)``, numbered by
@@ -420,7 +462,8 @@ class Trainer:
         """Checkpoints and evaluates the finished epoch, logs and records it, and calls
         ``on_epoch_end``. Returns the epoch's record."""
         epoch = state.epoch + 1
-        self._save(epoch, 0)
+        # Evaluated and recorded before its checkpoint: a kill in between resumes from the
+        # previous checkpoint and runs the epoch again, so no epoch goes unrecorded.
         metrics = self.evaluate()
         record = {
             "epoch": epoch,
@@ -439,6 +482,7 @@ class Trainer:
         )
         if on_epoch_end is not None:
             on_epoch_end(record)
+        self._save(epoch, 0)
         return record
 
     def _close(self):
