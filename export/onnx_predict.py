@@ -23,11 +23,13 @@ that size (the last chunk padded, the padding's rows dropped).
 Images are 8-bit raw pixels, never resized unless ``--resize`` is given. Channel policy, the
 same as the trainer's data loader:
 
-- grey is expanded to RGB for 3-channel models; RGB is converted to grey (Pillow's ``L``,
-  ITU-R 601-2 luma) for 1-channel models; an alpha channel is dropped; palette (and bilevel,
-  CMYK, ...) images are converted;
-- 16-bit images (PNG/TIFF ``I;16``, 48/64-bit RGB(A), 32-bit ``I`` and float ``F``) are
-  refused: convert them to 8-bit first;
+- grey (Pillow modes ``1``, ``L``, ``LA``) is expanded to RGB for 3-channel models; colour
+  (``RGB``, ``RGBA``, palette ``P``/``PA``, ``CMYK``, ``YCbCr``) is converted to grey
+  (Pillow's ``L``, ITU-R 601-2 luma) for 1-channel models; an alpha channel is dropped (not
+  composited); a palette is expanded to its colours;
+- 16-bit images (PNG of bit depth 16, TIFF of 16-bit samples, modes ``I;16``, ``I``) and float
+  images (mode ``F``) are refused ("16-bit images are not supported: convert to 8-bit"), and
+  so are other modes (``LAB``, ``HSV``, ...);
 - files over ``MAX_PIXELS`` (64 megapixels) or over Pillow's own decompression-bomb limit
   (``PIL.Image.MAX_IMAGE_PIXELS``) are refused before they are decoded.
 
@@ -68,6 +70,9 @@ NPY_CHUNK = 256  # images per pass of a .npy range check: a memory-mapped batch 
 # Pillow's raw modes of 16-bit samples that it opens as 8-bit modes (PNG "RGB;16B", TIFF
 # "RGB;16L", ...); BMP's 5-6-5 "BGR;16" has no byte-order suffix and stays accepted.
 _RAWMODE_16_BIT = re.compile(r";16[BLN]$")
+# The trainer's channel policy (ssal_keras/data/image_folder.py): the modes it takes.
+GREY_MODES = ("1", "L", "LA", "La")
+COLOUR_MODES = ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 
 
 class UsageError(Exception):
@@ -266,7 +271,7 @@ def _read_metadata(model_path, metadata_path):
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
-    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: also bad UTF-8
         raise UsageError(
             f"cannot read {path} ({_first_line(error)}); fix it or remove it (the model "
             "runs without it, printing no names or groups)."
@@ -298,11 +303,11 @@ def _check_metadata_types(meta, path):
             d is None or _is_int(d, 1) for d in shape)):
         raise _field_error(path, "input.shape", f"is {shape!r}, not [batch, H, W, C] "
                            "(positive ints or null)")
-    outputs = meta.get("outputs", [])
-    if not isinstance(outputs, list) or not all(
+    outputs = meta.get("outputs")
+    if outputs is not None and not (isinstance(outputs, list) and all(
             isinstance(o, dict) and isinstance(o.get("name"), str)
             and isinstance(o.get("shape"), list) and o["shape"]
-            and all(d is None or _is_int(d, 1) for d in o["shape"]) for o in outputs):
+            and all(d is None or _is_int(d, 1) for d in o["shape"]) for o in outputs)):
         raise _field_error(path, "outputs", "is not a list of {\"name\": str, \"shape\": "
                            "[ints or null]} objects")
     if meta.get("num_classes") is not None and not _is_int(meta["num_classes"], 1):
@@ -322,7 +327,7 @@ def _check_metadata_types(meta, path):
 def _check_metadata(meta, path, predictor):
     """Refuses an ``export.json`` that is malformed or describes another model."""
     _check_metadata_types(meta, path)
-    widths = {o["name"]: o["shape"][-1] for o in meta.get("outputs", [])}
+    widths = {o["name"]: o["shape"][-1] for o in meta.get("outputs") or []}
     for name in predictor.outputs:
         width = predictor.output_width(name)
         if name in widths and width is not None and widths[name] not in (None, width):
@@ -463,6 +468,9 @@ def _open_image(path):
     elif _is_deep(image):
         problem = (f"has {image.mode} pixels ({_rawmode(image) or image.mode}): 16-bit images "
                    "are not supported: convert to 8-bit")
+    elif image.mode not in GREY_MODES + COLOUR_MODES:
+        problem = (f"has mode {image.mode}: images of mode {image.mode} are not supported: "
+                   "convert to 8-bit grey or RGB")
     if problem:
         image.close()
         raise UsageError(f"image {path} {problem}.")
@@ -489,7 +497,8 @@ def plan_inputs(paths, predictor, *, resize=False):
     items = []
     for path in paths:
         if not os.path.isfile(path):
-            raise UsageError(f"image file {path} not found.")
+            raise UsageError(f"image file {path} " + (
+                "is a folder; pass the files in it." if os.path.isdir(path) else "not found."))
         extension = os.path.splitext(path)[1].lower()
         if extension == ".npy":
             array = _open_npy(path, predictor)
