@@ -258,3 +258,24 @@ def test_a_run_config_from_another_version_is_one_line(tmp_path, fashion_dir):
                                          "setting 'optimizer'"):
         train(small_config(fashion_dir), str(model_dir), log=lambda line: None)
     assert RunConfig.from_dict({"epochs": 2}).epochs == 2
+
+
+def test_a_restarted_worker_restores_the_chiefs_checkpoint(tmp_path, fashion_dir, monkeypatch):
+    """Multi-worker: a worker other than the chief saves into a scratch folder, so after a
+    restart it must read the chief's checkpoints, or the replicas would start from different
+    steps."""
+    from ssal_keras.training import distribute
+
+    model_dir = str(tmp_path / "run")
+    newest, *_ = _interrupted_run(model_dir, fashion_dir, monkeypatch, at_step=11)
+    scratch = os.path.join(model_dir, ".scratch_worker_1")
+    os.makedirs(os.path.join(scratch, "checkpoints"))  # a killed earlier start of the worker
+    monkeypatch.setattr(distribute, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(distribute, "task_id", lambda strategy: ("worker", 1))
+    lines = []
+    train(small_config(fashion_dir, **FAULT_RUN), model_dir, log=lines.append)
+    assert any(f"resuming from checkpoint {newest}: epoch 2" in line for line in lines), lines
+    # The worker wrote nothing of the run folder and cleared its scratch folder.
+    assert not os.path.exists(os.path.join(model_dir, "model.keras"))
+    assert not os.path.exists(scratch)
+    assert trainer.checkpoint_files(os.path.join(model_dir, "checkpoints"))[0] == newest
