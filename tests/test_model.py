@@ -180,6 +180,23 @@ def test_grouping_from_a_file(tmp_path):
     np.testing.assert_array_equal(branch.grouping, GROUPINGS[0])
 
 
+def test_a_grouping_file_is_saved_inline_and_a_path_in_a_config_is_refused(tmp_path):
+    """User code may name a grouping file; the config holds the ids, never the path, and a
+    config holding a path (an untrusted .keras file) is refused without reading it."""
+    path = tmp_path / "g.txt"
+    ssal_keras.grouping.save_grouping(path, GROUPINGS[1])
+    model = ssal_keras.SSALModel(tiny_backbone(), [
+        ssal_keras.Branch(tap="stage2", grouping=str(path), head=["gap"])])
+    config = model.get_config()
+    assert config["branches"][0]["grouping"] == GROUPINGS[1].tolist()
+    rebuilt = ssal_keras.SSALModel.from_config(config)
+    np.testing.assert_array_equal(rebuilt.branches[0].grouping, GROUPINGS[1])
+    config["branches"][0]["grouping"] = str(path)
+    with pytest.raises(ValueError, match=r"branches\[0\]\.grouping in the model config must be "
+                                         "a list of group ids; a path is refused"):
+        ssal_keras.SSALModel.from_config(config)
+
+
 @pytest.mark.parametrize(
     "branch_kwargs, model_kwargs, match",
     [
