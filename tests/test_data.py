@@ -340,6 +340,223 @@ def test_held_out_part_of_a_stream():
     assert {x.tobytes() for x in train} | {x.tobytes() for x in held} == everything
 
 
+# Damaged data: found at load, one line naming the file --------------------------------------
+
+
+def write_pil(path, image):
+    """Saves a Pillow image: the modes TensorFlow's encoders cannot write (palette, 16-bit)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path)
+
+
+def random_pixels(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+def load_error(spec, error_type=ValueError, **kwargs):
+    """The one-line message of the error ``data.load(spec, **kwargs)`` raises."""
+    with pytest.raises(error_type) as error:
+        data.load(spec, **kwargs)
+    return one_line(error)
+
+
+def test_folder_damaged_and_empty_files_are_found_at_load(tmp_path):
+    from ssal_keras.training import RunConfig, train
+
+    root = tmp_path / "images"
+    write_class_folders(root / "train", [3, 3])
+    write_class_folders(root / "val", [2, 2], start=100)
+    spec = f"folder:{root}"
+    empty = root / "val" / "c1" / "001.png"  # in the eval part, not a class's first image
+    empty.write_bytes(b"")
+    assert load_error(spec) == f"{empty}: empty file (0 bytes); remove or replace it."
+    garbage = root / "train" / "c0" / "002.png"
+    garbage.write_bytes(b"not an image at all" * 8)
+    message = load_error(spec)  # the first bad file in path order, and a count of the others
+    assert message.startswith(f"{garbage}: not an image file of a known format")
+    assert message.endswith("(1 more bad file(s) after it).")
+    # The trainer fails at load: nothing trained, nothing written.
+    model_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="not an image file"):
+        train(RunConfig(dataset=spec, epochs=1, batch_size=4), str(model_dir))
+    assert not (model_dir / "metrics.json").exists()
+    write_image(str(garbage), np.zeros((8, 8, 3)))
+    write_image(str(empty), np.zeros((8, 8, 3)))
+    cut_png = root / "train" / "c1" / "001.png"
+    write_image(str(cut_png), random_pixels((8, 8, 3)))
+    cut_png.write_bytes(cut_png.read_bytes()[:-30])  # a cut copy: the last chunks are missing
+    assert load_error(spec).startswith(f"{cut_png}: cannot read the image (")
+    write_image(str(cut_png), random_pixels((8, 8, 3)))
+    cut_jpeg = root / "val" / "c0" / "001.jpg"
+    write_image(str(cut_jpeg), random_pixels((8, 8, 3)))
+    cut_jpeg.write_bytes(cut_jpeg.read_bytes()[:-40])
+    message = load_error(spec)  # TensorFlow, the decoder training uses, cannot decode it
+    assert message.startswith(f"{cut_jpeg}: cannot decode the image (") and "{{" not in message
+    cut_jpeg.unlink()
+    assert data.load(spec)[0].num_eval == 4  # all good again
+    # A file listed in Tiny ImageNet's val_annotations.txt that is not there.
+    tiny = tmp_path / "tiny"
+    write_class_folders(tiny / "train", [2])
+    (tiny / "val").mkdir()
+    (tiny / "val" / "val_annotations.txt").write_text("gone.png\tc0\t0\t0\t8\t8\n")
+    message = load_error(f"folder:{tiny}", FileNotFoundError)
+    assert message.startswith(f"{tiny / 'val' / 'images' / 'gone.png'}: no such file")
+
+
+def test_folder_sizes_are_checked_on_every_file(tmp_path):
+    write_class_folders(tmp_path / "train", [3, 3])
+    write_class_folders(tmp_path / "val", [2, 2])
+    odd = tmp_path / "train" / "c1" / "002.png"  # not the first image of its class
+    write_image(str(odd), np.zeros((8, 10, 3)))
+    message = load_error(f"folder:{tmp_path}")
+    first = tmp_path / "train" / "c0" / "000.png"
+    assert message.startswith(f"images differ in size: {first} is 8x8, {odd} is 8x10;")
+    assert "--image_size=N" in message
+    assert data.load(f"folder:{tmp_path}", image_size=8)[0].image_shape == (8, 8, 3)
+
+
+def test_folder_channel_policy(tmp_path):
+    from PIL import Image
+
+    rgb, grey = random_pixels((8, 8, 3)), random_pixels((8, 8), seed=1)
+    colour = {"a/rgba.png": Image.fromarray(np.dstack([rgb, grey])),
+              "a/palette.png": Image.fromarray(rgb).quantize(16),
+              "b/grey.png": Image.fromarray(grey),
+              "b/grey_alpha.png": Image.fromarray(np.dstack([grey, rgb[..., 0]]))}
+    for name, image in colour.items():
+        write_pil(str(tmp_path / "colour" / name), image)
+    dataset, _ = data.load(f"folder:{tmp_path / 'colour'}")
+    assert dataset.image_shape == (8, 8, 3)  # one colour image makes the dataset RGB
+    decoded = np.concatenate([examples(dataset.train)[0], examples(dataset.eval)[0]])
+    # Decoded as the deployment client converts them: Pillow's convert("RGB"), alpha dropped.
+    expected = {np.asarray(image.convert("RGB")).tobytes() for image in colour.values()}
+    assert {image.tobytes() for image in decoded} == expected
+    grey_only = {"a/grey.png": Image.fromarray(grey), "a/bilevel.png": Image.fromarray(
+        grey > 128), "b/grey_alpha.png": colour["b/grey_alpha.png"], "b/grey2.png":
+        Image.fromarray(255 - grey)}
+    for name, image in grey_only.items():
+        write_pil(str(tmp_path / "grey" / name), image)
+    dataset, _ = data.load(f"folder:{tmp_path / 'grey'}")
+    assert dataset.image_shape == (8, 8, 1)
+    decoded = np.concatenate([examples(dataset.train)[0], examples(dataset.eval)[0]])
+    expected = {np.asarray(image.convert("L")).tobytes() for image in grey_only.values()}
+    assert {image.tobytes() for image in decoded} == expected
+    # 16-bit images, grey (Pillow's I;16) and RGB (48-bit), are refused by name.
+    deep = tmp_path / "colour" / "a" / "deep.png"
+    write_pil(str(deep), Image.fromarray(np.full((8, 8), 40000, np.uint16)))
+    message = load_error(f"folder:{tmp_path / 'colour'}")
+    assert message.startswith(f"{deep}: 16-bit images are not supported: convert to 8-bit")
+    write_image(str(deep), np.zeros((8, 8, 3)))
+    tf.io.write_file(str(deep), tf.io.encode_png(np.full((8, 8, 3), 40000, np.uint16)))
+    message = load_error(f"folder:{tmp_path / 'colour'}", image_size=8)
+    assert message.startswith(f"{deep}: 16-bit images are not supported: convert to 8-bit")
+
+
+def test_folder_pixel_cap_and_progress(tmp_path, monkeypatch):
+    write_class_folders(tmp_path, [5, 5])
+    spec = f"folder:{tmp_path}"
+    lines = []
+    data.load(spec, log=lines.append)
+    assert lines == []  # quiet for a small folder
+    monkeypatch.setattr(data.image_folder, "PROGRESS_EVERY", 4)
+    data.load(spec, log=lines.append)
+    assert lines == [f"{spec}: checked {n} of 10 image files" for n in (4, 8, 10)]
+    monkeypatch.setattr(data.image_folder, "MAX_IMAGE_PIXELS", 100)
+    assert data.load(spec)[0].image_shape == (8, 8, 3)  # 64 pixels each
+    big = tmp_path / "c1" / "003.png"
+    write_image(str(big), random_pixels((10, 12, 3)))
+    big.write_bytes(big.read_bytes()[:-30])  # cut: refused from its header, never decoded
+    for image_size in (None, 8):
+        message = load_error(spec, image_size=image_size)
+        assert message == (f"{big}: 10x12 = 120 pixels, over the maximum of 100 "
+                           "(image_folder.MAX_IMAGE_PIXELS); downscale it or remove it.")
+
+
+def test_damaged_idx_files(tmp_path):
+    def error_of(split="train"):
+        with pytest.raises(ValueError) as error:
+            data.load_fashion_mnist(split, data_dir=str(tmp_path))
+        return one_line(error)
+
+    write_fashion_mnist(tmp_path)
+    images_file, labels_file = (str(tmp_path / name)
+                                for name in data.fashion_mnist.IDX_FILES["train"])
+    whole = open(images_file, "rb").read()
+    for damaged in (whole[:len(whole) // 2], whole[:-4] + b"\0\0\0\0", b"plain bytes, no gzip"):
+        open(images_file, "wb").write(damaged)  # a cut download, a bad size trailer, not gzip
+        message = error_of()
+        assert message.startswith(f"truncated or damaged IDX file {images_file} (")
+        assert "re-install dataset-fashion-mnist" in message
+    with pytest.raises(ValueError) as error:  # through the trainer's loader too
+        data.load("fashion_mnist", data_dir=str(tmp_path))
+    assert one_line(error).startswith(f"truncated or damaged IDX file {images_file}")
+    header = bytes([0, 0, 0x08, 3]) + np.array([30, 28, 28], ">u4").tobytes()
+    with gzip.open(images_file, "wb") as f:
+        f.write(header + bytes(29 * 28 * 28))  # one image short of what the header says
+    assert error_of() == (
+        f"truncated or damaged IDX file {images_file}: its header says [30, 28, 28] (23,520 "
+        "bytes of data) but 22,736 bytes follow; re-install dataset-fashion-mnist "
+        "('apt-get install --reinstall dataset-fashion-mnist') or replace the file.")
+    write_idx(images_file, np.zeros((30, 28, 27)))
+    assert error_of().startswith(f"{images_file} holds images of shape (28, 27), not 28x28")
+    write_idx(images_file, np.zeros((30, 28, 28)))
+    write_idx(labels_file, np.array([0, 1, 2, 10] + [0] * 26))
+    assert error_of().startswith(f"{labels_file}: label 3 is 10, outside 0..9;")
+
+
+def test_npz_labels_outside_the_classes(tmp_path):
+    stray = np.arange(20) % 10
+    stray[13] = 255  # one stray label among 0..9: not a 256-class problem
+    message = load_error(f"npz:{write_npz(tmp_path / 'a.npz', y_train=stray)}")
+    assert message == (
+        f"npz:{tmp_path / 'a.npz'}: without class_names the classes are 0..255 (the largest "
+        "label, y_train[13]), but 245 of them never occur in y_train (first: 10); store "
+        "class_names (one per class) in the npz, or fix the labels.")
+    path = write_npz(tmp_path / "b.npz", y_test=np.array([0, 1, 2, 0, 1, 7]))
+    message = load_error(f"npz:{path}")
+    assert "classes are 0..7 (the largest label, y_test[5])" in message
+    assert "5 of them never occur in y_train (first: 3)" in message
+    negative = np.arange(20) % 3
+    negative[4] = -1
+    message = load_error(f"npz:{write_npz(tmp_path / 'c.npz', y_train=negative)}")
+    assert message.endswith("y_train[4] is -1; labels are class ids 0, 1, ...: fix or drop "
+                            "that example.")
+    names = np.array(["x", "y", "z"])
+    path = write_npz(tmp_path / "d.npz", class_names=names, y_test=np.array([0, 1, 3, 0, 1, 2]))
+    assert load_error(f"npz:{path}").endswith(
+        "y_test[2] is 3, outside 0..2 (class_names has 3 names); fix the label or add its "
+        "class name.")
+    # With class_names, a class without training examples is allowed.
+    path = write_npz(tmp_path / "e.npz", class_names=np.array(["w", "x", "y", "z"]))
+    assert data.load(f"npz:{path}")[0].num_classes == 4
+
+
+def test_npz_pixels_must_be_raw_values(tmp_path):
+    def error_of(**arrays):
+        return load_error(f"npz:{write_npz(tmp_path / 'd.npz', **arrays)}")
+
+    x_train = np.full((20, 6, 6), 100.0, np.float32)
+    for bad, what in ((np.nan, "NaN or infinite pixels"), (np.inf, "NaN or infinite pixels"),
+                      (256.5, "pixels in [100, 256.5]")):
+        x_train[4, 2, 3] = bad
+        assert error_of(x_train=x_train).endswith(
+            f"d.npz: x_train[4] has {what}; images must hold raw pixels in 0..255 (not "
+            "normalised ones): fix or drop that image.")
+        x_train[4, 2, 3] = 100
+    x_test = np.zeros((6, 6, 6), np.int16)
+    x_test[2, 0, 0] = 300
+    assert "x_test[2] has pixels in [0, 300]" in error_of(x_test=x_test)
+    normalised = (np.arange(20)[:, None, None] * np.ones((1, 6, 6)) - 5) / 10
+    assert "x_train[0] has pixels in [-0.5, -0.5]" in error_of(x_train=normalised)
+    assert "x_train holds bool values" in error_of(x_train=np.ones((20, 6, 6), bool))
+    dataset, _ = data.load(f"npz:{write_npz(tmp_path / 'd.npz', x_train=x_train)}")
+    assert dataset.train.element_spec[0].dtype == tf.float32  # floats in 0..255 still train
+    path = tmp_path / "d.npz"
+    path.write_bytes(path.read_bytes()[:-100])  # a cut copy
+    assert load_error(f"npz:{path}").startswith(
+        f"npz:{path}: truncated, damaged or not an npz file (")
+
+
 # Pipelines --------------------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
 """Datasets and input pipelines for training (TensorFlow ``tf.data``).
 
 - ``sources``: ``load(spec)`` reads Fashion-MNIST, TFDS, image folders or npz files as
-  unbatched splits of raw pixels (``Dataset``), with caps and a held-out part.
+  unbatched splits of raw pixels (``Dataset``), with caps and a held-out part. Damaged or
+  inconsistent data (cut files, undecodable, empty, 16-bit or oversized images, stray labels,
+  NaN or out-of-range pixels) is refused there, before training, in one line naming the file.
 - ``pipelines``: shuffling, the authors' augmentation (AUTHORS.md section 7; SPEC section 5),
   batching, per-replica sharding under a ``tf.distribute`` strategy, per-channel statistics;
   for images of varying size (``load(..., image_size=N)``), ImageNet's random-resized crops

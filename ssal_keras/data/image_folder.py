@@ -14,12 +14,14 @@ training part.
 
 Checked at load, before any training step: every file of both parts is opened once (in
 parallel threads; a progress line every ``PROGRESS_EVERY`` files for larger folders) and its
-header read. A missing file (``FileNotFoundError``), an empty or unreadable one, a PNG whose
-chunks are cut or fail their checksums, a JPEG without its end marker that TensorFlow cannot
-decode either, an image over ``MAX_IMAGE_PIXELS`` pixels (refused from its header, never
-decoded) and an image outside the channel policy below is one ``ValueError`` naming the first
-such file (in path order) and how many more there are. Without ``mixed_sizes`` every image must
-have the first training image's height and width; the error names both files.
+header read, never the whole image decoded. Refused: a missing file (``FileNotFoundError``), an
+empty or unreadable one, a PNG whose chunks are cut short or fail their checksums, a JPEG
+without its end marker that TensorFlow cannot decode either, an image over
+``MAX_IMAGE_PIXELS`` pixels (from its header) and an image outside the channel policy below.
+The error is one line naming the first such file (in path order) and how many more there are.
+Without ``mixed_sizes`` every image must have the first training image's height and width; the
+error names both files. (Not found at load: a JPEG damaged inside with its end marker intact;
+only decoding every file would find it.)
 
 Channel policy (the same as the deployment client's, ``export/onnx_predict.py``): images are
 8-bit. Grey (also 1-bit) and colour (RGB; palette images and JPEG's CMYK count as colour) are
@@ -43,7 +45,10 @@ from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 EVAL_FRACTION = 0.1  # of each class, in the layout without train/
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # height * width; a larger image is refused unread
+# Height * width of the largest image file: a larger one is refused from its header, never
+# decoded. The deployment client's limit (export/onnx_predict.py, MAX_PIXELS): an image the
+# trainer takes, the client takes too.
+MAX_IMAGE_PIXELS = 64_000_000
 PROGRESS_EVERY = 10_000  # files between progress lines of the check; none for fewer files
 _EVAL_FOLDERS = ("val", "test")
 _TINY_IMAGENET_LABELS = "val_annotations.txt"

@@ -36,6 +36,23 @@ channels stay fixed): the splits hold them as decoded (uint8), unresized, and
 ``Dataset.image_shape`` is ``(N, N, C)``, the shape the input pipelines (``pipelines.py``)
 resize and crop them to, the ImageNet way (random-resized crops for training, resize and
 centre crop for evaluation). A dataset of one size may be loaded with ``image_size`` too.
+
+Checked at load, before the first training step (each problem is one ``ValueError``, or
+``FileNotFoundError`` for a missing file, naming the file and, in arrays, the index):
+
+- Folders: every image file of both parts (``image_folder.py``: damaged, empty, too large or
+  16-bit files, mixed sizes without ``image_size``, the channel policy).
+- Fashion-MNIST IDX files: cut or damaged gzip streams, headers that do not match their data,
+  labels outside 0..9 (``fashion_mnist.py``).
+- npz files: a cut or damaged archive; pixels must be raw values 0..255 (uint8, or integers or
+  finite floats in that range: NaN, inf, negative or larger values, as in normalised images,
+  are refused with the first bad image's index). Labels are class ids >= 0. Without
+  ``class_names`` the classes are ``0..max(label)`` (over both splits) and every one of them
+  must occur in ``y_train``: a stray label (255 among 0..9) is refused instead of making a
+  256-class problem; the error names the first absent id and the largest label's index. With
+  ``class_names`` every label must lie in ``0..len(class_names) - 1`` (a class without
+  training examples is allowed).
+- TFDS datasets are TFDS's own prepared files, read as they are.
 """
 
 import dataclasses
@@ -138,8 +155,7 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
         ``tf.data.Dataset`` (None when ``held_out_examples`` is 0).
 
     Raises:
-        ValueError: on a bad spec, argument or dataset content (module docstring, "Checked
-            at load"): one line naming the file, and the index of a bad array entry.
+        ValueError: on a bad spec, argument or dataset content (module docstring), in one line.
         FileNotFoundError: if the dataset, or a file of it, is not there.
     """
     for name, value, least in (("train_examples", train_examples, 1),
@@ -314,6 +330,8 @@ def _read_npz(path):
             return sorted(arrays.files), {k: arrays[k] for k in used}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # cut, damaged, pickled
         reason = (str(error).splitlines() or [type(error).__name__])[0]
+        if "pickle" in reason:  # numpy's own advice (allow_pickle) would run the file's code
+            reason = "not an npz archive, or one of Python objects"
         raise ValueError(f"npz:{path}: truncated, damaged or not an npz file ({reason}); write "
                          "it again with numpy.savez (number arrays, class_names as str).") from None
 

@@ -168,7 +168,7 @@ def _data(config, log):
     dataset, held_out = data.load(
         config.dataset, data_dir=config.data_dir, train_examples=config.train_examples,
         eval_examples=config.eval_examples, held_out_examples=config.held_out_examples,
-        seed=config.seed, image_size=config.image_size)
+        seed=config.seed, image_size=config.image_size, log=log)
     log(f"data {config.dataset}: {dataset.num_train} training and {dataset.num_eval} "
         f"evaluation images of {dataset.image_shape}, {dataset.num_classes} classes")
     normalization = config.normalization_spec()
