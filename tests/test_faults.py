@@ -8,6 +8,7 @@ published); the same settings then resume in-process and the end state is checke
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -171,7 +172,7 @@ def test_a_second_trainer_on_a_busy_folder_is_refused(tmp_path, fashion_dir):
     holder = subprocess.Popen(["sleep", "60"])
     try:
         (model_dir / ".lock").write_text(json.dumps(
-            {"host": os.uname().nodename, "pid": holder.pid, "since": 0}))
+            {"host": socket.gethostname(), "pid": holder.pid, "since": 0}))
         with pytest.raises(lock.RunFolderBusy, match=f"being trained by process {holder.pid}"):
             train(small_config(fashion_dir), str(model_dir), log=lambda line: None)
     finally:
@@ -196,12 +197,12 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     dead.wait()
     folder = tmp_path / "stale"
     os.makedirs(folder)
-    (folder / ".lock").write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid}))
+    (folder / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
     lines = []
     with lock.held(str(folder), log=lines.append):
         assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
     assert lines == [f"taking over the lock of {folder}: its process ({dead.pid} on "
-                     f"{os.uname().nodename}) is gone"]
+                     f"{socket.gethostname()}) is gone"]
     assert not os.path.exists(folder / ".lock")
     (folder / ".lock").write_text("{half a lo")  # a kill while it was being written
     with lock.held(str(folder), log=lines.append):
