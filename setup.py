@@ -27,4 +27,15 @@ setup(
     ],
     # pytest-xdist: the suite runs one test file per CPU core (BUILD_NOTES.md, "Test suite").
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    # ssal-NAME is the same command as python -m ssal_keras.NAME (README.md, "Train").
+    entry_points={
+        "console_scripts": [
+            "ssal-train = ssal_keras.train:main",
+            "ssal-evaluate = ssal_keras.evaluate:main",
+            "ssal-group = ssal_keras.group:main",
+            "ssal-analyze = ssal_keras.analyze:main",
+            "ssal-export = ssal_keras.export.__main__:main",
+            "ssal-demo = ssal_keras.demo:main",
+        ],
+    },
 )

@@ -14,6 +14,11 @@ Commands (each writes JSON and a PNG; by default into ``DIR/analysis/``):
   held-out images; the best exponent is printed for ``python -m ssal_keras.export --alpha``.
 - ``summary --runs=LABEL=GLOB [--runs=...] --output_dir=DOCS``: mean and spread over seeds of
   several runs' metrics and analyses, as a Markdown table, JSON and the averaged curves.
+- ``curves --model_dir=DIR [--model_dir=DIR2 ...] [--output=FILE.png]``: training loss and
+  evaluation top-1 of every output per epoch, from each run's ``metrics.json`` (PNG only;
+  default ``DIR/analysis/curves.png``; ``--output`` is required for several runs).
+
+``--model_dir`` may be repeated for ``curves`` only; the other commands take one run folder.
 """
 
 import json
@@ -27,12 +32,16 @@ from ssal_keras import cli, data, runs
 from ssal_keras.analysis import attacks, cam, error_analysis, plots, scoring, summary
 from ssal_keras.modeling import outputs
 
-COMMANDS = ("cam", "adversarial", "errors", "summary")
+COMMANDS = ("cam", "adversarial", "errors", "summary", "curves")
+#: The commands that take several ``--model_dir``.
+MULTI_RUN_COMMANDS = ("curves",)
 ALPHA_SPLITS = ("held_out", "test")
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A run folder holding model.keras.")
+_MODEL_DIR = flags.DEFINE_multi_string("model_dir", [], "A run folder holding model.keras; "
+                                       "curves: repeatable, a folder holding metrics.json.")
 _OUTPUT = flags.DEFINE_string("output", None, "cam: the PNG file (default DIR/analysis/cam.png); "
-                              "its JSON goes beside it.")
+                              "its JSON goes beside it. curves: the PNG file (default "
+                              "DIR/analysis/curves.png; required for several runs).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "adversarial, errors: the folder of the "
                                   "JSON and PNG files (default DIR/analysis); summary: required.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "cam: images in all, half of them "
@@ -54,12 +63,18 @@ _EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", None,
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Batch size.")
 
 
+def _model_dir():
+    """The single ``--model_dir`` of the commands other than ``curves`` (None if not given);
+    ``run`` has refused several."""
+    return _MODEL_DIR.value[0] if _MODEL_DIR.value else None
+
+
 def _load():
-    if not _MODEL_DIR.value:
+    if not _model_dir():
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
     if _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
-    return runs.load(_MODEL_DIR.value)
+    return runs.load(_model_dir())
 
 
 def _test_data(run, *, held_out=False):
@@ -91,7 +106,7 @@ def cam_command():
     if _NUM_IMAGES.value < 2:
         raise cli.UsageError(f"--num_images must be >= 2 (one incorrect and one correct "
                              f"prediction at least); received {_NUM_IMAGES.value}.")
-    output = _OUTPUT.value or os.path.join(_MODEL_DIR.value or ".", runs.ANALYSIS_DIR, "cam.png")
+    output = _OUTPUT.value or os.path.join(_model_dir() or ".", runs.ANALYSIS_DIR, "cam.png")
     if not output.lower().endswith(".png"):
         raise cli.UsageError(f"--output={output} must name a .png file.")
     run = _load()
@@ -277,10 +292,97 @@ def summary_command():
     print(table, flush=True)
 
 
+def _run_label(model_dir, model_dirs):
+    """A run's name in the figure: its folder's name, or its path where two share a name."""
+    name = os.path.basename(os.path.normpath(model_dir))
+    names = [os.path.basename(os.path.normpath(d)) for d in model_dirs]
+    return name if names.count(name) == 1 else os.path.normpath(model_dir)
+
+
+def _is_number(value, *, optional=False):
+    return ((value is None and optional)
+            or (isinstance(value, (int, float)) and not isinstance(value, bool)))
+
+
+def _read_curves(model_dir):
+    """``(epochs, train_loss, {output: top-1 values})`` of the run's ``metrics.json`` history.
+
+    Raises:
+        cli.UsageError: naming the folder or the file, when it is missing or its history is
+            empty or not the trainer's.
+    """
+    if not os.path.isdir(model_dir):
+        raise cli.UsageError(f"model_dir {model_dir} does not exist; give a run folder "
+                             f"holding {runs.METRICS_FILE}.")
+    path = os.path.join(model_dir, runs.METRICS_FILE)
+    if not os.path.isfile(path):
+        raise cli.UsageError(f"no {runs.METRICS_FILE} in {model_dir}: the run has not finished "
+                             "an epoch yet, or this is not a run folder.")
+    try:
+        history = runs.read_json(path).get("history")
+    except (OSError, ValueError, AttributeError) as error:
+        raise cli.UsageError(f"cannot read {path} as the trainer's metrics ({error}).") from None
+    if not isinstance(history, list) or not history:
+        raise cli.UsageError(f"{path} has no per-epoch history: train the run for an epoch "
+                             "at least.")
+    branches = None
+    for record in history:
+        evaluation = record.get("eval") if isinstance(record, dict) else None
+        aux = evaluation.get("aux_top1", []) if isinstance(evaluation, dict) else None
+        if (not isinstance(evaluation, dict) or not _is_number(record.get("epoch"))
+                or not _is_number(record.get("train_loss"), optional=True)
+                or not _is_number(evaluation.get("base_top1"))
+                or not _is_number(evaluation.get("joint_top1"), optional=True)
+                or not isinstance(aux, list) or not all(_is_number(a) for a in aux)
+                or (branches is not None and len(aux) != branches)):
+            raise cli.UsageError(f"{path} holds a malformed history record "
+                                 f"{json.dumps(record)[:120]}; expected the trainer's "
+                                 "{epoch, train_loss, eval: {base_top1, joint_top1, "
+                                 "aux_top1}} per epoch.")
+        branches = len(aux)
+    evaluations = [r["eval"] for r in history]
+    top1 = {outputs.BASE: [e["base_top1"] for e in evaluations]}
+    if any(e["joint_top1"] is not None for e in evaluations):
+        top1[outputs.JOINT] = [e["joint_top1"] for e in evaluations]
+    for b in range(branches):
+        top1[outputs.aux_name(b)] = [e.get("aux_top1", [])[b] for e in evaluations]
+    return [r["epoch"] for r in history], [r["train_loss"] for r in history], top1
+
+
+def curves_command():
+    """Training loss and every output's evaluation top-1 per epoch, of one or several runs."""
+    model_dirs = _MODEL_DIR.value
+    if not model_dirs:
+        raise cli.UsageError("--model_dir is required: a run folder holding "
+                             f"{runs.METRICS_FILE} (repeat it to compare runs).")
+    if len(model_dirs) > 1 and not _OUTPUT.value:
+        raise cli.UsageError(f"--output=FILE.png is required with {len(model_dirs)} "
+                             "--model_dir: the figure of several runs belongs to none of them.")
+    output = _OUTPUT.value or os.path.join(model_dirs[0], runs.ANALYSIS_DIR, "curves.png")
+    if not output.lower().endswith(".png"):
+        raise cli.UsageError(f"--output={output} must name a .png file.")
+    curves = []
+    for model_dir in model_dirs:
+        epochs, train_loss, top1 = _read_curves(model_dir)
+        curves.append({"label": _run_label(model_dir, model_dirs), "epochs": epochs,
+                       "train_loss": train_loss, "top1": top1})
+    plots.training_curves(output, curves)
+    print(f"wrote {output}", flush=True)
+
+
 def run(command):
+    if len(_MODEL_DIR.value) > 1 and command not in MULTI_RUN_COMMANDS:
+        raise cli.UsageError(f"--model_dir given {len(_MODEL_DIR.value)} times; {command} "
+                             f"takes one run folder (only {', '.join(MULTI_RUN_COMMANDS)} "
+                             "takes several).")
     {"cam": cam_command, "adversarial": adversarial_command, "errors": errors_command,
-     "summary": summary_command}[command]()
+     "summary": summary_command, "curves": curves_command}[command]()
+
+
+def main():
+    """The ``ssal-analyze`` console command; the same as ``python -m ssal_keras.analyze``."""
+    cli.run(run, prog="analyze", commands=COMMANDS, module=__name__)
 
 
 if __name__ == "__main__":
-    cli.run(run, prog="analyze", commands=COMMANDS)
+    main()

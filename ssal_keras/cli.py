@@ -22,7 +22,19 @@ def fail(prog, message, exit_code=EXIT_USAGE):
     sys.exit(exit_code)
 
 
-def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError), commands=None):
+def _adopt_help(module):
+    """Started as a console command (``ssal-train``), ``__main__`` is the generated script:
+    absl's ``--help`` then shows the entry module's docstring and flags, as it does for
+    ``python -m``."""
+    if module in (None, "__main__"):
+        return
+    sys.modules["__main__"].__doc__ = sys.modules[module].__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError), commands=None,
+        module=None):
     """Parses the flags and runs ``body()``; flag and user errors become one-line failures.
 
     Args:
@@ -32,7 +44,10 @@ def run(body, *, prog, user_errors=(UsageError, ValueError, FileNotFoundError), 
         user_errors: tuple of exception types. Errors that are the user's to fix.
         commands: sequence of str or None. The program's sub-commands, one of which must
             be the single positional argument.
+        module: str or None. The entry module's ``__name__`` (its ``--help`` when started as
+            a console command).
     """
+    _adopt_help(module)
 
     def parse(argv):
         try:

@@ -190,5 +190,10 @@ def run():
         _save(model, groupings, _OUTPUT_DIR.value)
 
 
+def main():
+    """The ``ssal-demo`` console command; the same as ``python -m ssal_keras.demo``."""
+    cli.run(run, prog="demo", module=__name__)
+
+
 if __name__ == "__main__":
-    cli.run(run, prog="demo")
+    main()

@@ -36,5 +36,10 @@ def run():
         runs.write_json(_OUTPUT.value, metrics)
 
 
+def main():
+    """The ``ssal-evaluate`` console command; the same as ``python -m ssal_keras.evaluate``."""
+    cli.run(run, prog="evaluate", module=__name__)
+
+
 if __name__ == "__main__":
-    cli.run(run, prog="evaluate")
+    main()

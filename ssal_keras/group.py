@@ -116,5 +116,10 @@ def _run():
     )
 
 
+def main():
+    """The ``ssal-group`` console command; the same as ``python -m ssal_keras.group``."""
+    cli.run(_run, prog="group", module=__name__)
+
+
 if __name__ == "__main__":
-    cli.run(_run, prog="group")
+    main()

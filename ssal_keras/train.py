@@ -153,8 +153,9 @@ def run(flagfiles):
 
 
 def main():
+    """The ``ssal-train`` console command; the same as ``python -m ssal_keras.train``."""
     flagfiles, sys.argv[1:] = split_flagfiles(sys.argv[1:])
-    cli.run(lambda: run(flagfiles), prog="train")
+    cli.run(lambda: run(flagfiles), prog="train", module=__name__)
 
 
 if __name__ == "__main__":

@@ -300,9 +300,40 @@ def test_summary_averages_the_seeds(runs, analysed, tmp_path):
         _png(out / name)
 
 
+# --- curves: training loss and top-1 per epoch from metrics.json ----------------------------
+@pytest.fixture(scope="module")
+def curves(runs, tmp_path_factory):
+    """``curves`` of the seed-0 SSAL run alone (default output) and of it beside the baseline
+    (``--output``), run side by side."""
+    output = str(tmp_path_factory.mktemp("curves") / "ssal_vs_baseline.png")
+    ssal, baseline = runs["ssal"][0], runs["baseline"][0]
+    results = run_clis_at_once({
+        "one": ("ssal_keras.analyze", "curves", f"--model_dir={ssal}"),
+        "two": ("ssal_keras.analyze", "curves", f"--model_dir={ssal}",
+                f"--model_dir={baseline}", f"--output={output}")})
+    for name, (returncode, _, stderr) in results.items():
+        assert returncode == 0, (name, stderr[-3000:])
+    return results, output
+
+
+def test_curves_of_one_run_go_into_its_analysis_folder(runs, curves):
+    results, _ = curves
+    path = os.path.join(runs["ssal"][0], "analysis", "curves.png")
+    _png(path, min_size=(800, 300))
+    assert results["one"][1].strip() == f"wrote {path}"
+    assert len(_metrics(runs["ssal"][0])["history"]) == 3  # the curves' epochs
+
+
+def test_curves_of_two_runs_share_one_figure(runs, curves):
+    results, output = curves
+    _png(output, min_size=(800, 300))
+    assert results["two"][1].strip() == f"wrote {output}"
+    assert not os.path.exists(os.path.join(runs["baseline"][0], "analysis", "curves.png"))
+
+
 # --- bad input --------------------------------------------------------------------------------
 BAD_INPUTS = {case: (args, match) for case, args, match in [
-    ("no command", [], "no command given; use one of cam, adversarial, errors, summary"),
+    ("no command", [], "no command given; use one of cam, adversarial, errors, summary, curves"),
     ("unknown command", ["saliency"], "unknown command 'saliency'"),
     ("folder without a model", ["errors", "--model_dir={empty}"], "no model.keras in"),
     ("missing folder", ["cam", "--model_dir={empty}/nothing"], "does not exist"),
@@ -319,6 +350,14 @@ BAD_INPUTS = {case: (args, match) for case, args, match in [
      "must name a .png file"),
     ("summary of nothing", ["summary", "--output_dir={empty}", "--runs=x={empty}/none*"],
      "no finished run folder"),
+    ("two runs for errors", ["errors", "--model_dir={ssal}", "--model_dir={baseline}"],
+     "--model_dir given 2 times; errors takes one run folder"),
+    ("curves without metrics", ["curves", "--model_dir={empty}"], "no metrics.json in .*curves "
+     "without metrics"),
+    ("curves of an empty history", ["curves", "--model_dir={no_history}"],
+     "no_history/metrics.json has no per-epoch history"),
+    ("curves of two runs to nowhere", ["curves", "--model_dir={ssal}", "--model_dir={baseline}"],
+     "--output=FILE.png is required with 2 --model_dir"),
 ]}
 
 
@@ -327,11 +366,15 @@ def bad_inputs(runs, tmp_path_factory):
     """Every bad command line of ``BAD_INPUTS``, run side by side, each with its own empty
     folder (checked afterwards: nothing written)."""
     root = tmp_path_factory.mktemp("bad_analyses")
+    no_history = tmp_path_factory.mktemp("bad_runs") / "no_history"
+    os.makedirs(no_history)
+    (no_history / "metrics.json").write_text(json.dumps({"completed": False, "history": []}))
     commands = {}
     for case, (args, _) in BAD_INPUTS.items():
         os.makedirs(root / case)
         commands[case] = ("ssal_keras.analyze", *(
-            a.format(empty=root / case, ssal=runs["ssal"][0], baseline=runs["baseline"][0])
+            a.format(empty=root / case, ssal=runs["ssal"][0], baseline=runs["baseline"][0],
+                     no_history=no_history)
             for a in args))
     return root, run_clis_at_once(commands)
 

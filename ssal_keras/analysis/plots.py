@@ -10,12 +10,16 @@ import tempfile
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ssal_keras import runs
 from ssal_keras.modeling import outputs
 
 _OUTPUT_STYLES = {outputs.BASE: ("tab:blue", "o"), outputs.JOINT: ("tab:red", "s")}
 _AUX_COLOURS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+_RUN_STYLES = ("-", "--", ":", "-.")
+_RUN_COLOURS = ("black", "tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple",
+                "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
 def _save(figure, path):
@@ -135,4 +139,43 @@ def cam_grid(path, *, images, maps, captions, columns_titles, title):
                       va="center", ha="left", family="monospace")
     figure.suptitle(title)
     figure.subplots_adjust(wspace=1.6, hspace=0.35)
+    _save(figure, path)
+
+
+def training_curves(path, curves):
+    """Training loss and evaluation top-1 per epoch of one or several runs, in two panels.
+
+    Args:
+        path: str. The PNG file to write.
+        curves: list of dict, one per run: ``label`` (str, e.g. the run's folder name),
+            ``epochs`` (sequence of int), ``train_loss`` (sequence of float or None) and
+            ``top1`` (dict ``{output name: values}``, values float or None). Each output keeps
+            its colour (``base``, ``joint``, ``aux_<b>``); with several runs, each run has its
+            own line style and its label before the output's.
+    """
+    if not curves:
+        raise ValueError("no runs to draw.")
+    figure = Figure(figsize=(12.0, 4.4))
+    loss_axes, top1_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    several = len(curves) > 1
+    for index, run in enumerate(curves):
+        style = _RUN_STYLES[index % len(_RUN_STYLES)]
+        loss = np.asarray([np.nan if v is None else v for v in run["train_loss"]], dtype=float)
+        loss_axes.plot(run["epochs"], loss, marker="o", linestyle=style, label=run["label"],
+                       color=_RUN_COLOURS[index % len(_RUN_COLOURS)])
+        for name, values in run["top1"].items():
+            values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+            colour, marker = _series_style(name)
+            top1_axes.plot(run["epochs"], values, marker=marker, color=colour, linestyle=style,
+                           label=f"{run['label']} {name}" if several else name)
+    for axes, title, ylabel in ((loss_axes, "Training loss", "mean training loss"),
+                                (top1_axes, "Evaluation top-1", "top-1 accuracy")):
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(ylabel)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8 if several else 10)
+    if not several:
+        figure.suptitle(curves[0]["label"])
     _save(figure, path)

@@ -127,9 +127,11 @@ def _run():
 
 
 def main():
+    """The ``ssal-export`` console command; the same as ``python -m ssal_keras.export``."""
     cli.run(
         _run,
         prog=PROG,
+        module=__name__,
         # OSError covers a missing model, an existing export, an unwritable folder.
         user_errors=(cli.UsageError, ValueError, OSError, formats.ExportError),
     )
