@@ -1,8 +1,9 @@
 """``train(config, model_dir)``: one training run, in-process, as ``python -m ssal_keras.train``
 runs it (the CLI only turns its flags into a ``RunConfig``).
 
-Phases: settings -> strategy -> data -> groupings -> model and optimizer -> loop
-(``ssal_keras.training.trainer``) -> final evaluation, ``metrics.json`` and ``model.keras``.
+Phases: settings -> strategy -> the run folder's lock and the leftovers of killed writes
+(``ssal_keras.runs``) -> data -> groupings -> model and optimizer -> loop
+(``ssal_keras.training.trainer``) -> ``model.keras``, then ``metrics.json`` marked complete.
 The run folder (``ssal_keras.runs``) keeps the config as ``run.json``; the same call again
 resumes the run from its last checkpoint, or returns its metrics once it is complete.
 
@@ -61,7 +62,8 @@ def train(config, model_dir, *, log=print):
 
     Raises:
         ValueError: naming the setting or the file at fault (a run folder holding another
-            run, a missing grouping file, data that does not fit).
+            run, a missing grouping file, data that does not fit, no readable checkpoint);
+            ``runs.lock.RunFolderBusy``, one of them, when another trainer holds the folder.
     """
     started = time.time()
     _check_config(config)
