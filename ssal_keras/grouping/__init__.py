@@ -17,15 +17,15 @@ Modules (every public name is re-exported here, e.g. ``grouping.balanced_groupin
 
 NumPy only; nothing here imports TensorFlow or Keras.
 
-Example:
+Example, from a confusion matrix to a grouping file:
 
->>> import numpy as np
->>> points = np.array([0.0, 1.0, 3.0, 10.0, 13.0])
->>> distance = np.abs(points[:, None] - points[None, :])
->>> balanced_grouping(distance, 2).tolist()
-[0, 0, 0, 1, 1]
->>> group_sizes([0, 0, 0, 1, 1]).tolist()
-[3, 2]
+>>> import os, tempfile
+>>> confusion = [[9, 4, 0], [3, 9, 1], [0, 0, 9]]
+>>> groups = grouping_from_confusion(confusion, 2)
+>>> path = os.path.join(tempfile.mkdtemp(), "groups_2.txt")
+>>> save_grouping(path, groups)
+>>> load_grouping(path, num_classes=3).tolist(), group_sizes(groups).tolist()
+([0, 0, 1], [2, 1])
 """
 
 from ssal_keras.grouping.balanced import (
