@@ -20,8 +20,19 @@ Models: one float32 input ``[batch, H, W, C]`` of raw pixels (0..255) and float3
 ``[batch, K]``. A model with a fixed batch size (e.g. ``[1, H, W, C]``) is run in chunks of
 that size (the last chunk padded, the padding's rows dropped).
 
-Images are 8-bit raw pixels, never resized unless ``--resize`` is given. Channel policy, the
-same as the trainer's data loader:
+Images are 8-bit raw pixels. An image file of another size than the model's ``H x W`` is
+refused unless ``--resize`` is given; then it gets the trainer's evaluation transform
+(``ssal_keras/data/pipelines.py`` ``resize_and_center_crop``): its shorter side is resized to
+``round(N / EVAL_CROP_FRACTION)`` (0.875: 256 for N = 224; N = ``max(H, W)``, the model's side
+for the square inputs the trainer makes), the other side in proportion (rounded to the nearest
+pixel, at least that short side), then the central ``H x W`` is cropped (offsets rounded down),
+never a squash to ``H x W``. Pillow's bilinear filter resizes (each channel in float, no
+rounding to 8 bits); it antialiases when it downscales, while the trainer's ``tf.image.resize``
+(bilinear, no antialias) does not, so the pixels are close to the trainer's but not identical:
+equal when upscaling; downscaling 300x400 or 500x375 images for N = 224, at most 2.5 of 255 on
+a smooth image and up to ~115 on random noise (against a NumPy copy of ``tf.image.resize``). An
+image file already ``H x W`` is used as it is, like ``.npy`` batches (never resized).
+Channel policy, the same as the trainer's data loader:
 
 - grey (Pillow modes ``1``, ``L``, ``LA``) is expanded to RGB for 3-channel models; colour
   (``RGB``, ``RGBA``, palette ``P``/``PA``, ``CMYK``, ``YCbCr``) is converted to grey
@@ -72,6 +83,9 @@ NPY_CHUNK = 256  # images per pass of a .npy range check: a memory-mapped batch 
 _RAWMODE_16_BIT = re.compile(r";16[BLN]$")
 # The trainer's channel policy (ssal_keras/data/image_folder.py): the modes it takes.
 GREY_MODES = ("1", "L", "LA", "La")
+# The trainer's evaluation crop (ssal_keras/data/pipelines.py EVAL_CROP_FRACTION): --resize
+# resizes the shorter side to round(N / EVAL_CROP_FRACTION), then crops the central N x N.
+EVAL_CROP_FRACTION = 0.875
 COLOUR_MODES = ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 
 
@@ -512,9 +526,10 @@ def plan_inputs(paths, predictor, *, resize=False):
                 raise UsageError(
                     f"{path} is {size[1]}x{size[0]} (HxW); the model takes "
                     f"{predictor.height}x{predictor.width} images: resize them, or pass "
-                    "--resize to let this script resize (bilinear)."
+                    "--resize to let this script resize and centre-crop them (the trainer's "
+                    "evaluation transform)."
                 )
-            size = (predictor.width, predictor.height)
+            size = (predictor.height, predictor.width)
             items.append((path, lambda p=path, m=mode, s=size: _decode(p, m, s)))
         else:
             raise UsageError(
@@ -526,9 +541,45 @@ def plan_inputs(paths, predictor, *, resize=False):
     return items
 
 
-def _decode(path, mode, size):
-    """The image file's pixels ``(H, W, C)``, float32, in the model's channels and size."""
+def crop_geometry(height, width, crop_height, crop_width):
+    """The trainer's evaluation resize-and-crop (``resize_and_center_crop``) of an image
+    ``height x width`` for a model input ``crop_height x crop_width``: ``((new_height,
+    new_width), (top, left))``, the resized size and the crop's offsets in it.
+
+    The arithmetic of ``ssal_keras/data/pipelines.py``: the shorter side becomes
+    ``short = round(N / EVAL_CROP_FRACTION)`` (``N = max(crop_height, crop_width)``: the side
+    of the trainer's square inputs), each side ``max(round(side * short / min(height, width)),
+    short)`` (rounding half to even, as ``tf.round``), the offsets ``(new - crop) // 2``.
+    """
+    short_side = int(round(max(crop_height, crop_width) / EVAL_CROP_FRACTION))
+    scale = short_side / float(min(height, width))
+    new_height, new_width = (max(int(np.round(side * scale)), short_side)
+                             for side in (height, width))
+    return ((new_height, new_width),
+            ((new_height - crop_height) // 2, (new_width - crop_width) // 2))
+
+
+def resize_and_center_crop(image, height, width):
+    """A Pillow image resized (bilinear) and centre-cropped to ``height x width`` as the
+    trainer evaluates (``crop_geometry``): float32 ``(height, width, C)``, in 0..255.
+
+    Each channel is resized in float (Pillow's mode ``F``), so no rounding to 8 bits. Pillow's
+    bilinear filter antialiases when it downscales (its support widens with the factor),
+    ``tf.image.resize`` (bilinear, ``antialias=False``) does not: the pixels are close to the
+    trainer's, not identical.
+    """
     Image = _pillow()
+    (new_height, new_width), (top, left) = crop_geometry(image.height, image.width,
+                                                         height, width)
+    channels = [np.asarray(band.convert("F").resize((new_width, new_height), Image.BILINEAR),
+                           dtype=np.float32) for band in image.split()]
+    resized = np.stack(channels, axis=-1)
+    return np.clip(resized[top:top + height, left:left + width], 0.0, 255.0)
+
+
+def _decode(path, mode, size):
+    """The image file's pixels ``(H, W, C)``, float32, in the model's channels; an image of
+    another size than ``size`` (``(H, W)``) is resized and centre-cropped to it."""
     with _open_image(path) as image:  # checked again: the file may have changed since
         try:
             if image.mode in ("P", "PA"):
@@ -536,9 +587,12 @@ def _decode(path, mode, size):
                 # (and Pillow does not warn about it).
                 image = image.convert("RGBA")
             image = image.convert(mode)
-            if image.size != size:
-                image = image.resize(size, Image.BILINEAR)
-            array = np.asarray(image, dtype=np.float32)
+            if (image.height, image.width) != tuple(size):
+                array = resize_and_center_crop(image, *size)
+            else:
+                array = np.asarray(image, dtype=np.float32)
+        except UsageError:
+            raise
         except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, ...
             raise UsageError(f"cannot decode image {path} ({_first_line(error)}).") from None
     return array[..., np.newaxis] if array.ndim == 2 else array
@@ -576,7 +630,9 @@ def build_parser():
     parser.add_argument("--metadata", default=None,
                         help="export.json to read (default: the one beside --model).")
     parser.add_argument("--resize", action="store_true",
-                        help="Resize image files to the model's size instead of refusing them.")
+                        help="Resize and centre-crop image files of another size to the "
+                             "model's, as the trainer evaluates (shorter side to "
+                             "round(N / 0.875), central H x W), instead of refusing them.")
     return parser
 
 

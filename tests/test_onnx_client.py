@@ -499,3 +499,88 @@ def test_malformed_export_json_fails_in_one_line(client, capsys, exported, tmp_p
         line = _error(client, capsys, "--model", str(tmp_path / "model.onnx"), "--images",
                       str(root / "img0.png"), cwd=tmp_path, message=message)
         assert "export.json" in line, line
+
+
+# --- --resize: the trainer's evaluation resize-and-centre-crop ----------------------------
+def _eval_geometry(height, width, side):
+    """``ssal_keras/data/pipelines.py`` ``resize_and_center_crop``'s arithmetic, rewritten
+    here (no TensorFlow): ``((new_height, new_width), (top, left))``."""
+    short_side = int(round(side / 0.875))  # EVAL_CROP_FRACTION; Python's round: half to even
+    scale = short_side / float(min(height, width))  # float64, as the trainer
+    new = [max(int(np.round(s * scale)), short_side) for s in (height, width)]  # tf.round
+    return tuple(new), ((new[0] - side) // 2, (new[1] - side) // 2)
+
+
+def _tf_bilinear(image, height, width):
+    """``tf.image.resize(..., method="bilinear")`` in NumPy: half-pixel centres, no
+    antialias (checked against TensorFlow to 1e-2 on 8-bit images, float32 round-off)."""
+    def axis(size_in, size_out):
+        x = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+        floor = np.floor(x)
+        low = np.maximum(floor, 0).astype(int)
+        return low, np.minimum(np.ceil(x), size_in - 1).astype(int), x - floor
+    y0, y1, dy = axis(image.shape[0], height)
+    x0, x1, dx = axis(image.shape[1], width)
+    a = image.astype(np.float64)
+    dx = dx[None, :, None]
+    top = a[y0][:, x0] * (1 - dx) + a[y0][:, x1] * dx
+    bottom = a[y1][:, x0] * (1 - dx) + a[y1][:, x1] * dx
+    return top * (1 - dy[:, None, None]) + bottom * dy[:, None, None]
+
+
+def _smooth(height, width):
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([127.5 + 127.5 * np.sin(x / 7.0 + y / 11.0), 255.0 * x / (width - 1),
+                     255.0 * y / (height - 1)], axis=-1).astype(np.uint8)
+
+
+def test_resize_crop_geometry_matches_the_trainer(client):
+    pipelines = open(os.path.join(REPO, "ssal_keras", "data", "pipelines.py")).read()
+    (fraction,) = re.findall(r"^EVAL_CROP_FRACTION = ([0-9.]+)", pipelines, re.M)
+    assert client.EVAL_CROP_FRACTION == float(fraction)
+    for height, width, side in [(20, 16, 16), (16, 40, 16), (300, 400, 224), (500, 375, 224),
+                                (375, 500, 224), (120, 90, 224), (224, 224, 224),
+                                (33, 32, 32), (97, 1000, 64)]:
+        assert client.crop_geometry(height, width, side, side) == _eval_geometry(
+            height, width, side), (height, width, side)
+    assert _eval_geometry(20, 16, 16) == ((22, 18), (3, 1))  # 22.5 rounds to even, like tf
+    # Which pixels survive: upscaled, Pillow's bilinear is TensorFlow's (no antialias to
+    # differ), so the crop equals the reference resized and cropped by the trainer's offsets.
+    for height, width, side in [(20, 16, 16), (16, 40, 16), (120, 90, 224)]:
+        image = _smooth(height, width)
+        (new_height, new_width), (top, left) = _eval_geometry(height, width, side)
+        expected = _tf_bilinear(image, new_height, new_width)[top:top + side, left:left + side]
+        ours = client.resize_and_center_crop(PIL.fromarray(image), side, side)
+        assert ours.shape == (side, side, 3) and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, expected, atol=1e-3)
+    # Downscaled, Pillow antialiases and TensorFlow does not: close on a smooth image
+    # (measured: at most 2.5 of 255 here; on random noise up to ~115).
+    for height, width in [(300, 400), (500, 375)]:
+        image = _smooth(height, width)
+        (new_height, new_width), (top, left) = _eval_geometry(height, width, 224)
+        expected = _tf_bilinear(image, new_height, new_width)[top:top + 224, left:left + 224]
+        ours = client.resize_and_center_crop(PIL.fromarray(image), 224, 224)
+        assert np.abs(ours - expected).max() < 3.0 and np.abs(ours - expected).mean() < 0.3
+
+
+def test_resize_predicts_the_centre_crop(client, capsys, exported, tmp_path):
+    """An image of another aspect ratio gives the output of its evaluation centre crop."""
+    root, _, _ = exported
+    model = str(root / "ssal" / "model.onnx")
+    predictor = client.Predictor(model)
+    rng = np.random.default_rng(4)
+    for height, width in [(20, 16), (16, 40), (50, 30)]:
+        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        PIL.fromarray(pixels).save(tmp_path / "odd.png")
+        code, out, err = _call(client, capsys, "--model", model, "--images", "odd.png",
+                               "--resize", "--top_k", "4", cwd=tmp_path)
+        assert code == 0, err
+        (new_height, new_width), (top, left) = _eval_geometry(height, width, 16)
+        resized = np.stack([np.asarray(PIL.fromarray(pixels[..., c]).convert("F").resize(
+            (new_width, new_height), PIL.BILINEAR)) for c in range(3)], axis=-1)
+        crop = resized[top:top + 16, left:left + 16]
+        expected = predictor.predict(crop[None])[0]
+        (got,) = _probabilities(out)
+        np.testing.assert_allclose([got[c] for c in range(4)], expected, atol=1e-6)
+        squashed = np.asarray(PIL.fromarray(pixels).resize((16, 16), PIL.BILINEAR))
+        assert not np.allclose(predictor.predict(squashed[None])[0], expected, atol=1e-6)
