@@ -51,6 +51,15 @@ def test_demo_runs_end_to_end(tmp_path):
         np.testing.assert_array_equal(g, branch.grouping)
     assert model.alpha == float(values["alpha"])
     assert [" ".join(b.head) for b in model.branches] == heads
+    # The saved model normalises inside, as the trainer's: raw pixels 0..255 in (what
+    # evaluate, export and the ONNX client feed it) give the accuracy the demo printed.
+    preprocess = model.get_layer("preprocess")
+    assert isinstance(preprocess, keras.layers.Rescaling)
+    assert float(preprocess.scale) == pytest.approx(1 / 255)
+    test_images, test_labels = data.load_fashion_mnist("test")
+    joint = model.predict(test_images[:200], verbose=0)["joint"]
+    joint_acc = float(np.mean(joint.argmax(-1) == test_labels[:200]))
+    assert abs(joint_acc - float(match.group(3))) <= 1 / 200 + 1e-4, (joint_acc, match.group(3))
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
 
 

@@ -23,7 +23,9 @@ import pytest
 
 import ssal_keras
 import ssal_keras.export as export
+from ssal_keras.export.bundle import describe
 from ssal_keras.modeling import backbones
+from ssal_keras.training.config import IMAGENET_MEAN_STD
 from tests.conftest import run_cli, run_clis_at_once
 
 TOLERANCE = 1e-4
@@ -199,6 +201,42 @@ def test_with_alpha_changes_only_the_joint_output():
         export.with_alpha(_preact(name="plain"), 0.3)
 
 
+# --- export.json's input ---------------------------------------------------------------------
+def _plain(normalization, channels=3):
+    return backbones.preact_resnet(
+        block="basic", stage_blocks=(1,), stage_widths=(8,), stage_strides=(1,),
+        stem_filters=8, stem_kernel=3, stem_strides=1, stem_pool=False, num_classes=4,
+        input_shape=(16, 16, channels), normalization=normalization, name="plain")
+
+
+def test_export_json_states_the_graphs_normalization():
+    """``input.normalization``, ``range`` and ``preprocessing`` say what the graph holds."""
+    scale = describe(preact_ssal(), ("joint",))["input"]
+    assert scale["normalization"]["kind"] == "scale"
+    assert scale["normalization"]["divide_by"] == 255 and scale["normalization"]["offset"] == 0
+    assert scale["range"] == [0, 255] and "divided by 255" in scale["preprocessing"]
+
+    mean_std = describe(se_wrn_ssal(), ("joint",))["input"]
+    assert mean_std["normalization"] == {
+        "kind": "mean_std", "layer": "preprocess", "mean": [120.0, 110.0, 100.0],
+        "std": [60.0, 62.0, 64.0], "invert": False}
+    assert mean_std["range"] == [0, 255]
+    assert "mean [120, 110, 100] and std [60, 62, 64]" in mean_std["preprocessing"]
+
+    imagenet = describe(_plain(IMAGENET_MEAN_STD), ("base",))["input"]["normalization"]
+    assert imagenet["kind"] == "mean_std"
+    np.testing.assert_allclose(imagenet["mean"], IMAGENET_MEAN_STD[0], atol=1e-4)
+    np.testing.assert_allclose(imagenet["std"], IMAGENET_MEAN_STD[1], atol=1e-4)
+
+    none = describe(_plain(None, channels=1), ("base",))["input"]
+    assert none["normalization"] == {"kind": "none"} and none["range"] is None
+    assert "as it was trained on" in none["preprocessing"]
+    # The fields the ONNX client reads keep their types.
+    for spec in (scale, mean_std, none):
+        assert isinstance(spec["preprocessing"], str) and spec["shape"][0] is None
+    assert json.loads(json.dumps(mean_std)) == mean_std
+
+
 def test_unexportable_models_are_refused(tmp_path):
     inputs = keras.Input((None, None, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -338,7 +376,10 @@ def test_cli_exports_a_run_with_another_alpha(run_dirs, tmp_path):
     assert meta["groupings"] == [[0, 0, 1, 1], [0, 1, 2, 0]] and meta["num_groups"] == [2, 3]
     assert meta["input"] == {
         "name": "images", "dtype": "float32", "shape": [None, 16, 16, 3], "layout": "NHWC",
-        "range": [0, 255], "preprocessing": "inside the graph (raw pixels in)",
+        "range": [0, 255], "preprocessing": "inside the graph (raw pixels 0..255 in): "
+        "divided by 255",
+        "normalization": {"kind": "scale", "layer": "preprocess", "scale": pytest.approx(1 / 255),
+                          "offset": 0.0, "divide_by": 255},
     }
     assert [o["name"] for o in meta["outputs"]] == ["joint", "base", "aux_0", "aux_1"]
     assert [o["shape"] for o in meta["outputs"]] == [[None, 4], [None, 4], [None, 2], [None, 3]]

@@ -104,12 +104,89 @@ def check_output_dir(output_dir, overwrite):
     return output_dir
 
 
+def _normalization_layers(model):
+    """The model's ``Rescaling`` and ``Normalization`` layers, nested models included, in
+    layer order (the backbones' ``preprocess`` layer: ``common.model_input``)."""
+    import keras
+
+    found = []
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            found.append(layer)
+        elif getattr(layer, "layers", None):
+            found.extend(_normalization_layers(layer))
+    return found
+
+
+def _floats(value):
+    """A scalar or tensor as a list of Python floats (a scalar as one float)."""
+    import keras
+    import numpy as np
+
+    if keras.ops.is_tensor(value):
+        value = keras.ops.convert_to_numpy(value)
+    return [float(v) for v in np.asarray(value, dtype="float64").reshape(-1)]
+
+
+def _describe_step(layer):
+    """One normalisation layer as an ``export.json`` object."""
+    import keras
+
+    if isinstance(layer, keras.layers.Rescaling):
+        scale, offset = _floats(layer.scale), _floats(layer.offset)
+        step = {"kind": "scale", "layer": layer.name,
+                "scale": scale[0] if len(scale) == 1 else scale,
+                "offset": offset[0] if len(offset) == 1 else offset}
+        if len(scale) == 1 and scale[0] != 0 and all(o == 0 for o in offset):
+            divide_by = round(1.0 / scale[0], 6)
+            step["divide_by"] = int(divide_by) if divide_by.is_integer() else divide_by
+        return step
+    mean = [round(v, 6) for v in _floats(layer.mean)]
+    std = [round(v ** 0.5, 6) for v in _floats(layer.variance)]
+    return {"kind": "mean_std", "layer": layer.name, "mean": mean, "std": std,
+            "invert": bool(getattr(layer, "invert", False))}
+
+
+def _step_sentence(step):
+    if step["kind"] == "scale":
+        if "divide_by" in step:
+            return f"divided by {step['divide_by']:g}"
+        return f"multiplied by {step['scale']} then offset by {step['offset']}"
+    what = "un-normalised (x * std + mean)" if step["invert"] else "(x - mean) / std"
+    mean = ", ".join(f"{v:g}" for v in step["mean"])
+    std = ", ".join(f"{v:g}" for v in step["std"])
+    return f"{what} per channel with mean [{mean}] and std [{std}]"
+
+
+def describe_normalization(model):
+    """What the graph does to its input before the network: ``(normalization, range,
+    sentence)`` for ``export.json``'s ``input.normalization``, ``input.range`` and
+    ``input.preprocessing``.
+
+    ``normalization`` is ``{"kind": "none"}`` when the model holds no ``Rescaling`` or
+    ``Normalization`` layer (``range`` is then ``None``: the model takes whatever it was
+    trained on), one layer's description (``"scale"`` with ``divide_by`` /
+    ``scale``/``offset``, or ``"mean_std"`` with per-channel ``mean`` and ``std`` in the
+    input's units), or ``{"kind": "chain", "steps": [...]}`` for several layers.
+    """
+    steps = [_describe_step(layer) for layer in _normalization_layers(model)]
+    if not steps:
+        return ({"kind": "none"}, None,
+                "none inside the graph: the model takes its input as it was trained on "
+                "(the range is not recorded in the model)")
+    normalization = steps[0] if len(steps) == 1 else {"kind": "chain", "steps": steps}
+    sentence = "inside the graph (raw pixels 0..255 in): " + ", then ".join(
+        _step_sentence(step) for step in steps)
+    return normalization, [0, 255], sentence
+
+
 def describe(model, names, *, class_names=None):
     """The model-side fields of ``export.json``: input, outputs, classes, groupings, alpha."""
     height, width, channels = serving.check_exportable(model)
     ssal = model_outputs.is_ssal(model)
     num_classes = int(model.num_classes if ssal else model.outputs[0].shape[-1])
     groupings = [g.tolist() for g in model_outputs.model_groupings(model)]
+    normalization, pixel_range, preprocessing = describe_normalization(model)
     widths = {model_outputs.JOINT: num_classes, model_outputs.BASE: num_classes}
     meaning = {
         model_outputs.JOINT: "class probabilities, the fused joint prediction of SSAL",
@@ -125,8 +202,9 @@ def describe(model, names, *, class_names=None):
             "dtype": "float32",
             "shape": [None, height, width, channels],
             "layout": "NHWC",
-            "range": [0, 255],
-            "preprocessing": "inside the graph (raw pixels in)",
+            "range": pixel_range,
+            "preprocessing": preprocessing,
+            "normalization": normalization,
         },
         "outputs": [
             {"name": n, "dtype": "float32", "shape": [None, widths[n]], "meaning": meaning[n]}
