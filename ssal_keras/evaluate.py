@@ -26,8 +26,6 @@ def run():
     """Scores the run's model (``analysis.scoring.evaluate_run``) and prints the metrics."""
     if not _MODEL_DIR.value:
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
-    if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
-        raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
     metrics = scoring.evaluate_run(_MODEL_DIR.value, dataset=_DATASET.value,
                                    data_dir=_DATA_DIR.value, eval_examples=_EVAL_EXAMPLES.value,
                                    batch_size=_BATCH_SIZE.value)

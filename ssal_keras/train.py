@@ -140,9 +140,11 @@ def run(flagfiles):
     model_dir = _option(_MODEL_DIR, file_values)
     if not model_dir:
         raise cli.UsageError("--model_dir is required: the run's folder.")
-    settings = command_line_settings()
-    config = (config_lib.RunConfig.from_flagfile(flagfiles, **settings) if flagfiles
-              else config_lib.RunConfig(**settings))
+    # The flagfiles' settings (read once, above), then the command line's, which win: what
+    # RunConfig.from_flagfile(flagfiles, **settings) does.
+    config = config_lib.RunConfig(**{
+        **config_lib.parse_settings(file_values, source=", ".join(flagfiles)),
+        **command_line_settings()})
     reference = read_reference(_option(_REFERENCE, file_values))
     if _option(_DRY_RUN, file_values):
         dry_run(config, model_dir)
