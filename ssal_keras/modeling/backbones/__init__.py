@@ -4,9 +4,10 @@
 (``BACKBONE_NAMES``) as the authors' code builds it (AUTHORS.md section 9); the family
 builders (``preact_resnet``, ``wide_resnet``, ``densenet_bc``, ``torchvision_resnet``) take
 keyword-only arguments and build any variant, including tiny ones for tests;
-``resnet50_keras_applications`` is Keras's own ResNet50. ``taps(model)`` lists a model's
-named feature maps with their channels and stride; ``resolve_tap(model, tap)`` finds one by
-tap or layer name.
+``resnet50_keras_applications`` is Keras's own ResNet50; ``from_keras_cv`` makes a keras-cv
+backbone a classifier tapped at its pyramid levels (``"P2"``, ``"P3"``, ...). ``taps(model)``
+lists a model's named feature maps with their channels and stride; ``resolve_tap(model, tap)``
+finds one by tap or layer name.
 """
 
 from ssal_keras.modeling.backbones.densenet import (
@@ -14,6 +15,7 @@ from ssal_keras.modeling.backbones.densenet import (
     DENSENET_BC_SPECS,
     densenet_bc,
 )
+from ssal_keras.modeling.backbones.keras_cv_adapter import from_keras_cv
 from ssal_keras.modeling.backbones.registry import BACKBONE_NAMES, DEFAULT_INPUT_SHAPES, build
 from ssal_keras.modeling.backbones.resnet import (
     AUTHORS_RESNET_STYLE,
@@ -39,6 +41,7 @@ __all__ = [
     "WIDE_RESNET_SPECS",
     "build",
     "densenet_bc",
+    "from_keras_cv",
     "preact_resnet",
     "resnet50_keras_applications",
     "resolve_tap",

@@ -15,8 +15,9 @@ names: stage ``s`` is Keras's ``conv{s + 1}`` (``stage1`` = ``conv2_block3_out``
 ``stage1_block1`` = ``conv2_block1_out``) and ``stem`` is ``pool1_pool`` (the max pool
 output, stride 4, the input of Conv2 -- like ``stem_out`` of ``resnet18_tiny_imagenet``;
 ``conv1_relu`` if a model has no ``pool1_pool``). Any other functional model gets one tap
-per layer whose name ends in ``_out`` and whose output is 4-D, named after the layer (an
-empty dict if none).
+per layer whose name ends in ``_out`` or is a keras-cv pyramid level (``P2``, ``P3``...:
+``backbones.from_keras_cv``) and whose output is 4-D, named after the layer (an empty dict if
+none).
 Besides these names, ``resolve_tap`` accepts the name of any layer with a 4-D output.
 """
 
@@ -26,6 +27,7 @@ from typing import NamedTuple, Optional
 _OUR_BLOCK = re.compile(r"^stage(\d+)_block(\d+)_out$")
 _OUR_TRANSITION = re.compile(r"^transition(\d+)_out$")
 _KERAS_BLOCK = re.compile(r"^conv(\d+)_block(\d+)_out$")
+_PYRAMID_LEVEL = re.compile(r"^P\d+$")
 
 # How many valid names an error message lists before it says "... and N more".
 _MAX_LISTED = 40
@@ -91,7 +93,7 @@ def _friendly_names(layer_names):
     elif keras_resnet:
         block_re, stage_offset = _KERAS_BLOCK, 1
     else:
-        return [(n, n) for n in layer_names if n.endswith("_out")]
+        return [(n, n) for n in layer_names if n.endswith("_out") or _PYRAMID_LEVEL.match(n)]
 
     # The last block of each stage gives the stage's end.
     last_block = {}
