@@ -26,7 +26,8 @@ setup(
         "matplotlib>=3.8",  # the PNG figures of python -m ssal_keras.analyze
     ],
     # pytest-xdist: the suite runs one test file per CPU core (BUILD_NOTES.md, "Test suite").
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    # jax[cpu]: tests/test_jax_backend.py runs the model code on Keras's JAX backend (CI: 0.10).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "jax[cpu]>=0.4.30,<0.11"]},
     # ssal-NAME is the same command as python -m ssal_keras.NAME (README.md, "Train").
     entry_points={
         "console_scripts": [
