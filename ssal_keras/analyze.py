@@ -13,7 +13,8 @@ Commands (each writes JSON and a PNG; by default into ``DIR/analysis/``):
   is right, and the joint accuracy over a sweep of the combination exponent on the run's
   held-out images; the best exponent is printed for ``python -m ssal_keras.export --alpha``.
 - ``summary --runs=LABEL=GLOB [--runs=...] --output_dir=DOCS``: mean and spread over seeds of
-  several runs' metrics and analyses, as a Markdown table, JSON and the averaged curves.
+  several runs' metrics and analyses (top-1 of every output, the share of base and joint
+  mistakes within each branch's groups, ...), as a Markdown table, JSON and the averaged curves.
 - ``curves --model_dir=DIR [--model_dir=DIR2 ...] [--output=FILE.png]``: training loss and
   evaluation top-1 of every output per epoch, from each run's ``metrics.json`` (PNG only;
   default ``DIR/analysis/curves.png``; ``--output`` is required for several runs).

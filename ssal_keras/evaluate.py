@@ -1,8 +1,12 @@
 r"""Evaluates a finished run: ``python -m ssal_keras.evaluate --model_dir=DIR``.
 
 Reads ``DIR/model.keras`` and scores it on the evaluation split of the run's dataset (or of
-``--dataset``): top-1 and top-5 of the base output (+TR) and the joint output (+JP), and each
-branch's group accuracy. Prints one JSON object; ``--output=FILE`` also writes it.
+``--dataset``): top-1 and top-5 of the base output (+TR) and the joint output (+JP), each
+branch's group accuracy, and ``mistakes_within_group``: per branch, the share of the base and
+joint outputs' wrong predictions whose predicted class lies in the true class's group
+(``{"base": [...], "joint": [...]}``; empty lists for a baseline, None where an output made no
+mistake). Prints one JSON object (one line, so scripts can parse it); ``--output=FILE`` also
+writes it.
 """
 
 import json

@@ -18,6 +18,19 @@ def _top_k_hits(probabilities, labels, k):
     return int(np.sum(np.any(top == labels[:, None], axis=-1)))
 
 
+def mistakes_within_group(predicted, labels, grouping):
+    """Counts, for one grouping, how a classifier's mistakes fall: ``(mistakes, within)``, the
+    examples with ``predicted != labels`` and, among them, those whose predicted class lies
+    in the true class's group (``grouping[predicted] == grouping[labels]``).
+
+    Integer counts, so that streamed batches add up to the same figure bit for bit.
+    """
+    predicted, labels, grouping = np.asarray(predicted), np.asarray(labels), np.asarray(grouping)
+    wrong = predicted != labels
+    within = wrong & (grouping[predicted] == grouping[labels])
+    return int(np.sum(wrong)), int(np.sum(within))
+
+
 class Accuracy:
     """Streams batches of outputs and labels; reports top-1/top-5 per output.
 
@@ -52,13 +65,31 @@ class Accuracy:
         for index, g in enumerate(self.groupings):
             name = outputs.aux_name(index)
             self._add(name, _top_k_hits(by_name[name], g[labels], 1))
+        # Hierarchy-aware view of the errors: of the base and joint outputs' wrong top-1
+        # predictions, how many stay inside the true class's group of each branch. Counted
+        # on argmax (the prediction a user reads), kept as counts until result().
+        predicted = {name: by_name[name].argmax(-1)
+                     for name in (outputs.BASE, outputs.JOINT) if name in by_name}
+        for name, classes in predicted.items():
+            self._add(f"{name}_mistakes", int(np.sum(classes != labels)))
+            for index, g in enumerate(self.groupings):
+                self._add(f"{name}_within_{index}", mistakes_within_group(classes, labels, g)[1])
         self.confusion += grouping_lib.confusion_matrix(
-            labels, by_name[outputs.BASE].argmax(-1), self.num_classes
+            labels, predicted[outputs.BASE], self.num_classes
         )
+
+    def _within_group_shares(self, name):
+        """Per branch, the share of output ``name``'s mistakes that stay in the true class's
+        group; None where the output made no mistake (or does not exist)."""
+        mistakes = self.hits.get(f"{name}_mistakes", 0)
+        return [self.hits[f"{name}_within_{b}"] / mistakes if mistakes else None
+                for b in range(len(self.groupings))]
 
     def result(self):
         """``base_top1``, ``base_top5``, ``joint_top1``, ``joint_top5`` (None for a baseline),
-        ``aux_top1`` (one per branch) and ``examples``."""
+        ``aux_top1`` (one per branch), ``mistakes_within_group`` (``{"base": [...],
+        "joint": [...]}``, one share per branch; empty lists for a baseline) and
+        ``examples``."""
         count = max(self.count, 1)
         rate = lambda key: self.hits[key] / count if key in self.hits else None  # noqa: E731
         return {
@@ -67,6 +98,8 @@ class Accuracy:
             "joint_top1": rate("joint_top1"),
             "joint_top5": rate("joint_top5"),
             "aux_top1": [rate(outputs.aux_name(i)) for i in range(len(self.groupings))],
+            "mistakes_within_group": {name: self._within_group_shares(name)
+                                      for name in (outputs.BASE, outputs.JOINT)},
             "examples": self.count,
         }
 

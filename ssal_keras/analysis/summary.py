@@ -83,6 +83,13 @@ def _average_curves(reports):
     return {"epsilons": epsilons, "runs": len(usable), "errors": errors}
 
 
+def _within_group(metrics, output, branch):
+    """A run's ``mistakes_within_group`` share of ``output`` for ``branch``; None where the
+    run has none (no mistakes, or a ``metrics.json`` written before the figure existed)."""
+    shares = (metrics.get("mistakes_within_group") or {}).get(output) or []
+    return shares[branch] if branch < len(shares) else None
+
+
 def summarize(groups):
     """Statistics over the runs of each group.
 
@@ -91,19 +98,24 @@ def summarize(groups):
 
     Returns:
         A dict ``{label: entry}``; an entry holds ``runs``, ``base_top1``, ``joint_top1``,
-        ``aux_top1`` (per branch) and ``wall_seconds`` statistics; from ``errors.json``
+        ``aux_top1`` (per branch), ``mistakes_within_group`` (``{"base": [...], "joint":
+        [...]}``, per branch) and ``wall_seconds`` statistics; from ``errors.json``
         ``best_alpha``, ``test_joint_top1_at_best_alpha``, ``agreement`` (per branch),
         ``joint_fixes`` and ``joint_breaks``; and ``adversarial_<attack>`` curves.
     """
     summary = {}
     for label, folders in groups:
         metrics = [runs.read_json(os.path.join(f, runs.METRICS_FILE)) for f in folders]
+        branches = min(len(m["aux_top1"]) for m in metrics)
         entry = {
             "runs": list(folders),
             "base_top1": stats([m["base_top1"] for m in metrics]),
             "joint_top1": stats([m.get("joint_top1") for m in metrics]),
-            "aux_top1": [stats([m["aux_top1"][b] for m in metrics])
-                         for b in range(min(len(m["aux_top1"]) for m in metrics))],
+            "aux_top1": [stats([m["aux_top1"][b] for m in metrics]) for b in range(branches)],
+            "mistakes_within_group": {
+                output: [stats([_within_group(m, output, b) for m in metrics])
+                         for b in range(branches)]
+                for output in (outputs.BASE, outputs.JOINT)},
             "wall_seconds": stats([m.get("wall_seconds") for m in metrics]),
         }
         errors = [e for e in (_analysis(f, "errors.json") for f in folders) if e]
@@ -129,21 +141,30 @@ def _percent(value):
 
 
 def markdown_table(summary):
-    """One row per group: top-1 of base, joint and each branch, and the alpha sweep, in %
-    (mean ± sample standard deviation over the group's runs)."""
+    """One row per group: top-1 of base, joint and each branch, the alpha sweep, and the share
+    of base and joint mistakes within each branch's groups, in % (mean ± sample standard
+    deviation over the group's runs)."""
     branches = max(len(e["aux_top1"]) for e in summary.values())
+    within_columns = [(output, b) for output in (outputs.BASE, outputs.JOINT)
+                      for b in range(branches)]
     header = (["runs", "n", "base top-1 (+TR)", "joint top-1 (+JP)"]
               + [f"{outputs.aux_name(b)} group top-1" for b in range(branches)]
-              + ["best alpha (held-out)", "joint top-1 at best alpha"])
+              + ["best alpha (held-out)", "joint top-1 at best alpha"]
+              + [f"{output} mistakes within {outputs.aux_name(b)} groups"
+                 for output, b in within_columns])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, entry in summary.items():
         aux = [_percent(entry["aux_top1"][b]) if b < len(entry["aux_top1"]) else "-"
                for b in range(branches)]
         alpha = entry.get("best_alpha")
+        within = entry.get("mistakes_within_group") or {}
+        within_cells = [_percent((within.get(output) or [])[b])
+                        if b < len(within.get(output) or []) else "-"
+                        for output, b in within_columns]
         row = ([label, str(entry["base_top1"]["n"]), _percent(entry["base_top1"]),
                 _percent(entry["joint_top1"])] + aux
                + [f"{alpha['mean']:.2f} ± {alpha['std']:.2f}" if alpha else "-",
-                  _percent(entry.get("test_joint_top1_at_best_alpha"))])
+                  _percent(entry.get("test_joint_top1_at_best_alpha"))] + within_cells)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
