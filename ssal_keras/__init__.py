@@ -14,11 +14,16 @@ This module re-exports the names a model author needs: ``SSALModel``, ``Branch``
 Keras layers and models, so ``.keras`` files load with ``safe_mode=True``.
 """
 
-from ssal_keras import grouping
-from ssal_keras.modeling import backbones, blocks, heads, weight_decay
-from ssal_keras.modeling.joint import JointPrediction
-from ssal_keras.modeling.model import Branch, SSALModel
-from ssal_keras.modeling.paper import PAPER_MODELS, paper_model
+from ssal_keras import startup
+
+# Before anything imports TensorFlow: the command lines start without its native log lines.
+startup.quiet_tensorflow_start()
+
+from ssal_keras import grouping  # noqa: E402
+from ssal_keras.modeling import backbones, blocks, heads, weight_decay  # noqa: E402
+from ssal_keras.modeling.joint import JointPrediction  # noqa: E402
+from ssal_keras.modeling.model import Branch, SSALModel  # noqa: E402
+from ssal_keras.modeling.paper import PAPER_MODELS, paper_model  # noqa: E402
 
 __all__ = [
     "Branch",

@@ -84,3 +84,31 @@ def test_console_commands_fail_in_one_line_as_python_m(tmp_path):
         assert results[prog][0] == 2, results[prog][2][-2000:]
         line = one_error_line(results[prog], prog=prog)
         assert "no_such_flag" in line
+
+
+def test_commands_start_without_tensorflow_lines_unless_asked(tmp_path):
+    """TensorFlow's native start-up lines (oneDNN, CUDA probing, CPU features) are hidden on
+    the command lines; a user who sets TF_CPP_MIN_LOG_LEVEL chooses for themselves."""
+    quiet = {k: v for k, v in cli_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    commands = {
+        "python -m": [sys.executable, "-m", "ssal_keras.group", "--help"],
+        "console": [console_script("ssal-evaluate"), "--model_dir", str(tmp_path / "none")],
+    }
+    processes = {name: subprocess.Popen(command, cwd=tmp_path, env=quiet, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for name, command in commands.items()}
+    results = {name: p.communicate(timeout=120) + (p.returncode,)
+               for name, p in processes.items()}
+    out, err, code = results["python -m"]
+    assert "Builds a label grouping file" in out and err == "", err  # absl exits 1 on --help
+    out, err, code = results["console"]
+    assert code == 2 and err.startswith("evaluate: error: ") and len(err.splitlines()) == 1, err
+
+
+def test_only_the_command_lines_start_quietly(monkeypatch):
+    from ssal_keras import startup
+
+    for argv0, expected in (("-m", True), ("/usr/bin/ssal-train", True),
+                            ("/usr/lib/python3/pytest", False), ("", False)):
+        monkeypatch.setattr(sys, "argv", [argv0])
+        assert startup.started_as_command() is expected
