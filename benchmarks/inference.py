@@ -1,24 +1,29 @@
-"""Inference speed of one model in Keras, as a SavedModel and in ONNX Runtime; joint vs base.
+"""Inference speed: Keras ``predict``, the SavedModel, ONNX Runtime float32 and int8.
 
-Times batch-1 latency (median over ``--runs`` calls after ``--warmup``) and batch-64
-throughput (images per second, from the median of ``--batch_runs`` calls) for:
+    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/inference.py [--models=paper,quick_start]
+        [--model_dir=RUN] [--batch_size=64] [--threads=N] [--output=FILE.json]
 
-* Keras ``model.predict(x)`` and the direct call ``model(x, training=False)``;
-* the exported SavedModel (``tf.saved_model.load``, signature ``serving_default``);
-* ONNX Runtime on the exported ONNX graph (joint output);
-* ONNX Runtime on a base-only export of the same weights (the backbone alone: tf2onnx prunes
-  the branches), which gives the cost of the fused joint output.
+Models: the paper's ResNet50 CIFAR100 SSAL (``models/resnet50_cifar100_ssal.flags``, three
+branches, 28.9M parameters) and the quick-start SSAL (``models/fashion_mnist_ssal.flags``),
+each built as the trainer builds it, with random weights; or ``--model_dir``, a trained run.
+Every graph comes from ``ssal_keras.export.export_folder`` (so each is checked against
+Keras first): the SavedModel, ``model.onnx`` (joint output), a base-only ONNX graph, and
+``model.int8.onnx`` (``--quantize=int8``). With random weights the int8 graph is calibrated on
+random images and its accuracy gate is off: those figures are speed only. A trained run is
+calibrated and gated on its held-out images as the export CLI does.
 
-Every export is made with ``ssal_keras.export`` and so checked against Keras first. The model
-is the paper's ResNet50 CIFAR100 SSAL model (28.9M parameters, three branches of 20/33/50
-groups, random weights, inputs scaled by 1/255 inside the model) unless ``--model_dir``
-names a run folder. Command (repository root; about 5 minutes on 2 CPU cores, most of it
-the exports and their checks):
-
-    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/inference.py
+Runtimes, each timed at batch 1 (median latency of ``--runs`` calls) and at ``--batch_size``
+(images/s from the median of ``--batch_runs`` calls): Keras ``model.predict``; the SavedModel
+(``tf.saved_model.load``, ``serving_default``); ONNX Runtime on ``model.onnx`` with its default
+session options and with the deployment client's (``export/onnx_predict.py``,
+``session_options``); ONNX Runtime on ``model.int8.onnx`` and on the base-only graph with the
+client's options. Every figure is also given as a ratio to Keras ``predict`` of the same run.
+Time on 2 CPU cores: about 6 minutes, most of it the paper model's exports and checks.
 """
 
 import argparse
+import importlib.util
+import json
 import os
 import shutil
 import statistics
@@ -27,6 +32,25 @@ import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import ROOT, grouping_files, recipe_model  # noqa: E402
+
+#: name -> (SSAL recipe, input shape, classes, groups per branch or None: the recipe's files)
+MODELS = {
+    "paper": ("resnet50_cifar100_ssal", (32, 32, 3), 100, (20, 33, 50)),
+    "quick_start": ("fashion_mnist_ssal", (28, 28, 1), 10, None),
+}
+KERAS = "Keras model.predict"
+
+
+def _client_session_options():
+    """``session_options`` of the deployment client, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(
+        "onnx_predict", os.path.join(ROOT, "export", "onnx_predict.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.session_options
 
 
 def _timed(fn, *, warmup, runs):
@@ -40,163 +64,146 @@ def _timed(fn, *, warmup, runs):
     return statistics.median(times)
 
 
-def _build(args):
-    import ssal_keras
-    from ssal_keras.export import load_run
-    from ssal_keras.modeling import backbones
+def _int8_data(run_dir, shape, classes):
+    """Calibration images: a run's own (gated), or random ones (speed only, gate off)."""
+    from ssal_keras.export import bundle, quantization
 
-    if args.model_dir:
-        model, _ = load_run(args.model_dir)
-        return model, args.model_dir
-    # ssal_keras.paper_model's layout, with the inputs scaled inside the model (/255) as the
-    # trainer's models are: raw pixels in, softmaxes not saturated by random weights.
-    config = ssal_keras.PAPER_MODELS[args.paper_model]
-    backbone = backbones.build(config.backbone, num_classes=config.num_classes,
-                               normalization="scale")
-    branches = [
-        ssal_keras.Branch(tap=tap, grouping=np.arange(config.num_classes) % groups, head=head)
-        for tap, head, groups in zip(config.taps, config.heads, config.paper_groups)
-    ]
-    model = ssal_keras.SSALModel(backbone, branches, alpha=config.alpha, name=args.paper_model)
-    return model, f"{args.paper_model} (inputs /255 in the model)"
+    if run_dir:
+        return bundle.int8_data(run_dir), quantization.DEFAULT_MAX_DROP
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (512, *shape)).astype("float32")
+    return quantization.Int8Data(images, rng.integers(0, classes, 512),
+                                 "random images (speed only)"), 100.0
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", default=None, help="Run folder holding model.keras.")
-    parser.add_argument("--paper_model", default="resnet50_cifar100",
-                        help="ssal_keras.PAPER_MODELS key, used without --model_dir.")
-    parser.add_argument("--batch_size", type=int, default=64, help="Throughput batch (64).")
-    parser.add_argument("--runs", type=int, default=30, help="Timed batch-1 calls (median).")
-    parser.add_argument("--batch_runs", type=int, default=5, help="Timed large-batch calls.")
-    parser.add_argument("--warmup", type=int, default=3, help="Untimed calls before timing.")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="Intra-op threads for TF and ORT (0: each runtime's default).")
-    args = parser.parse_args()
+def _export(model, work, int8_data, max_drop):
+    """The export folder (SavedModel, model.onnx, model.int8.onnx) and a base-only graph."""
+    import ssal_keras.export as export
 
+    start = time.perf_counter()
+    meta = export.export_folder(model, os.path.join(work, "export"), quantize="int8",
+                                int8_data=int8_data, max_int8_drop=max_drop)
+    export.to_onnx(model, os.path.join(work, "base.onnx"), outputs="base")
+    gate = meta["int8"]["gate"]
+    print(f"exported and checked in {time.perf_counter() - start:.0f} s: max |diff| "
+          f"{meta['max_abs_diff']:.2g}; int8 gate ({int8_data.source}): top-1 "
+          f"{gate['int8_top1']:.4f} vs {gate['float_top1']:.4f}, agreement "
+          f"{gate['argmax_agreement']:.4f}", flush=True)
+    return os.path.join(work, "export")
+
+
+def _runners(model, folder, work, threads):
+    """``{runtime: make}``: ``make()`` loads the runtime and returns ``images -> outputs``.
+    Each is loaded just before it is timed and dropped after: ONNX Runtime's idle thread
+    pools spin for a while after a run, which on 2 cores would slow the next session timed."""
+    import onnxruntime
     import tensorflow as tf
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    try:
-        import ssal_keras.export  # noqa: F401
-    except ImportError:  # run from a checkout without installing the package
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    default = onnxruntime.SessionOptions()
+    if threads:
+        default.intra_op_num_threads = threads
+    tuned = _client_session_options()(threads)
 
-    model, label = _build(args)
+    def session(path, options):
+        def make():
+            run = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            return lambda x: run.run(None, {"images": x})
+        return make
+
+    def saved_model():
+        signature = tf.saved_model.load(os.path.join(folder, "saved_model")).signatures[
+            "serving_default"]
+        return lambda x: signature(images=tf.constant(x))
+
+    return {
+        KERAS: lambda: lambda x: model.predict(x, batch_size=len(x), verbose=0),
+        "SavedModel (TF)": saved_model,
+        "ORT float32, default options": session(os.path.join(folder, "model.onnx"), default),
+        "ORT float32, client options": session(os.path.join(folder, "model.onnx"), tuned),
+        "ORT int8, client options": session(os.path.join(folder, "model.int8.onnx"), tuned),
+        "ORT float32 base only, client": session(os.path.join(work, "base.onnx"), tuned),
+    }
+
+
+def _measure(args, name, model, shape, run_dir, classes):
+    """Times every runtime on one model; returns its rows."""
     work = tempfile.mkdtemp(prefix="ssal_bench_")
     try:
-        _benchmark(args, model, label, work)
+        folder = _export(model, work, *_int8_data(run_dir, shape, classes))
+        rng = np.random.default_rng(0)
+        one = rng.uniform(0, 255, (1, *shape)).astype("float32")
+        many = rng.uniform(0, 255, (args.batch_size, *shape)).astype("float32")
+        rows = {}
+        for runtime, make in _runners(model, folder, work, args.threads).items():
+            run = make()
+            latency = _timed(lambda: run(one), warmup=args.warmup, runs=args.runs)
+            per_batch = _timed(lambda: run(many), warmup=1, runs=args.batch_runs)
+            rows[runtime] = {"batch1_ms": latency * 1e3,
+                             "batch_images_per_sec": args.batch_size / per_batch}
+        keras_row = rows[KERAS]
+        print(f"\n{name}: {model.count_params():,} parameters, input {shape}")
+        print(f"{'runtime':<32}{'batch-1 ms':>12}{'x Keras':>9}"
+              f"{f'batch-{args.batch_size} img/s':>18}{'x Keras':>9}")
+        for runtime, row in rows.items():
+            row["batch1_speedup"] = keras_row["batch1_ms"] / row["batch1_ms"]
+            row["batch_speedup"] = row["batch_images_per_sec"] / keras_row["batch_images_per_sec"]
+            print(f"{runtime:<32}{row['batch1_ms']:>12.2f}{row['batch1_speedup']:>9.2f}"
+                  f"{row['batch_images_per_sec']:>18.1f}{row['batch_speedup']:>9.2f}", flush=True)
+        return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export_all(model, label, work):
-    """Exports ``model`` into ``work``: a SavedModel and an ONNX graph of the default output
-    (``joint.onnx``), and a base-only ONNX graph (``base.onnx``) where the default is not the
-    base. Each export is checked against Keras.
+def _models(args):
+    """``[(name, model, input shape, run folder or None, classes)]`` to time."""
+    if args.model_dir:
+        from ssal_keras.export import load_run
 
-    Returns:
-        ``(default, (height, width, channels), base_only)``: the default output's name, the
-        input shape and whether ``base.onnx`` was made.
-    """
-    import ssal_keras.export as export
-    from ssal_keras.modeling import outputs
-
-    default = export.serving.default_outputs(model)
-    height, width, channels = export.serving.check_exportable(model)
-    print(f"model: {label}, {model.count_params():,} parameters, input {height}x{width}x"
-          f"{channels}, exported output {default!r}; exporting to {work} ...", flush=True)
-
-    start = time.perf_counter()
-    sm = export.to_saved_model(model, os.path.join(work, "saved_model"))
-    onnx_joint = export.to_onnx(model, os.path.join(work, "joint.onnx"))
-    base_only = None
-    if default != outputs.BASE:
-        base_only = export.to_onnx(model, os.path.join(work, "base.onnx"), outputs=outputs.BASE)
-    print(f"exports checked in {time.perf_counter() - start:.0f} s: max |diff| SavedModel "
-          f"{sm['max_abs_diff']:.2g}, ONNX {onnx_joint['max_abs_diff']:.2g}"
-          + (f", ONNX base-only {base_only['max_abs_diff']:.2g}" if base_only else ""),
-          flush=True)
-    return default, (height, width, channels), base_only is not None
+        model, _ = load_run(args.model_dir)
+        shape = tuple(model.inputs[0].shape[1:])
+        return [(args.model_dir, model, shape, args.model_dir, None)]
+    chosen = []
+    folder = tempfile.mkdtemp(prefix="ssal_bench_groupings_")
+    for name in args.models.split(","):
+        recipe, shape, classes, groups = MODELS[name]
+        groupings = grouping_files(folder, classes, groups) if groups else None
+        chosen.append((name, recipe_model(recipe, shape, classes, groupings), shape, None,
+                       classes))
+    return chosen
 
 
-def _runners(args, model, work, default, base_only):
-    """``{runtime name: images -> outputs}``: Keras (predict and direct call), the SavedModel,
-    and ONNX Runtime on ``joint.onnx`` (and ``base.onnx`` when ``base_only``)."""
-    import onnxruntime
-    import tensorflow as tf
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"Comma-separated, of: {', '.join(MODELS)}.")
+    parser.add_argument("--model_dir", default=None, help="A trained run folder instead.")
+    parser.add_argument("--batch_size", type=int, default=64, help="Throughput batch (64).")
+    parser.add_argument("--runs", type=int, default=30, help="Timed batch-1 calls (median).")
+    parser.add_argument("--batch_runs", type=int, default=10, help="Timed large-batch calls.")
+    parser.add_argument("--warmup", type=int, default=3, help="Untimed calls before timing.")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="Intra-op threads for TF and ORT (0: each runtime's default).")
+    parser.add_argument("--output", default=None, help="Also write the figures as JSON here.")
+    args = parser.parse_args()
+    unknown = [n for n in args.models.split(",") if n not in MODELS]
+    if unknown and not args.model_dir:
+        sys.exit(f"unknown model(s) {unknown}; valid: {', '.join(MODELS)}")
 
-    import ssal_keras.export as export
-
-    signature = tf.saved_model.load(os.path.join(work, "saved_model")).signatures[
-        "serving_default"]
-    options = onnxruntime.SessionOptions()
-    if args.threads:
-        options.intra_op_num_threads = args.threads
-
-    def session(path):
-        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    runners = {
-        "Keras model.predict": lambda x: model.predict(x, batch_size=len(x), verbose=0),
-        "Keras model(x)": lambda x: export.serving.call_model(model, x),
-        "SavedModel (TF)": lambda x: signature(images=tf.constant(x)),
-    }
-    joint_session = session(os.path.join(work, "joint.onnx"))
-    runners[f"ONNX Runtime ({default})"] = lambda x: joint_session.run(None, {"images": x})
-    if base_only:
-        base_session = session(os.path.join(work, "base.onnx"))
-        runners["ONNX Runtime (base only)"] = lambda x: base_session.run(None, {"images": x})
-    return runners
-
-
-def _time_runners(args, runners, one, many):
-    """Times every runner on ``one`` image and on the ``many`` batch and prints a table row
-    each; returns ``{name: (batch-1 latency in s, images/s)}``."""
-    results = {}
-    print(f"\n{'runtime':<28}{'batch-1 latency (ms)':>22}"
-          f"{f'batch-{args.batch_size} images/s':>22}")
-    for name, run in runners.items():
-        latency = _timed(lambda: run(one), warmup=args.warmup, runs=args.runs)
-        per_batch = _timed(lambda: run(many), warmup=1, runs=args.batch_runs)
-        results[name] = (latency, args.batch_size / per_batch)
-        print(f"{name:<28}{latency * 1e3:>22.2f}{args.batch_size / per_batch:>22.1f}",
-              flush=True)
-    return results
-
-
-def _print_joint_cost(args, results, default):
-    """The fused joint output against the base alone, both in ONNX Runtime."""
-    joint = results[f"ONNX Runtime ({default})"]
-    base = results["ONNX Runtime (base only)"]
-    print(f"\nfused joint output vs base only (ONNX Runtime): batch-1 latency "
-          f"{joint[0] * 1e3:.2f} vs {base[0] * 1e3:.2f} ms ({joint[0] / base[0] - 1:+.0%}), "
-          f"batch-{args.batch_size} throughput {joint[1]:.1f} vs {base[1]:.1f} images/s "
-          f"({joint[1] / base[1] - 1:+.0%})")
-
-
-def _print_environment(args):
-    """The library versions, cores and threads the figures were measured with."""
     import keras
     import onnxruntime
     import tensorflow as tf
 
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    results = {name: _measure(args, name, model, shape, run_dir, classes)
+               for name, model, shape, run_dir, classes in _models(args)}
     print(f"\nTF {tf.__version__}, Keras {keras.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, {os.cpu_count()} CPU cores, threads "
           f"{args.threads or 'default'}")
-
-
-def _benchmark(args, model, label, work):
-    """Exports ``model`` into ``work``, times every runtime and prints the results."""
-    default, (height, width, channels), base_only = _export_all(model, label, work)
-    rng = np.random.default_rng(0)
-    one = rng.uniform(0, 255, size=(1, height, width, channels)).astype("float32")
-    many = rng.uniform(0, 255, size=(args.batch_size, height, width, channels)).astype("float32")
-    results = _time_runners(args, _runners(args, model, work, default, base_only), one, many)
-    if base_only:
-        _print_joint_cost(args, results, default)
-    _print_environment(args)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"command": " ".join(sys.argv), "batch_size": args.batch_size,
+                       "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -19,25 +19,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import ROOT, forward_flops  # noqa: E402
 SSAL_FLAGS = ["--groupings=models/groupings/fashion_mnist_3.txt,"
               "models/groupings/fashion_mnist_5.txt",
               "--taps=stage1,stage2", "--head=cbr(32,3,2) gap", "--head=cbr(64,3,2) gap"]
-
-
-def forward_flops(model):
-    """Forward FLOPs of one image: 2 x multiply-adds of every Conv2D and Dense layer."""
-    import keras
-
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * height * width * kh * kw * layer.input.shape[-1] * channels
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
-    return total
 
 
 def custom_loop(args, *, ssal, jit, devices):

@@ -103,6 +103,28 @@ def _describe(args):
     return "; ".join(f"{a.name!r} {a.shape} {a.type}" for a in args)
 
 
+def session_options(threads=None):
+    """ONNX Runtime session options for serving on CPUs (measured: BUILD_NOTES.md, "Export").
+
+    Every graph optimisation (constant folding, Conv+activation fusion, the NCHWc layout of
+    x86 convolutions, QDQ fusion into integer kernels for int8 graphs); one graph run at a
+    time over ``threads`` intra-op threads (default: ONNX Runtime's, one per physical core);
+    denormal floats flushed to zero, which a trained network's tiny weights and activations
+    otherwise make slow on x86.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.log_severity_level = 3
+    return options
+
+
 class Predictor:
     """An exported model in ONNX Runtime, with its ``export.json`` when one sits beside it.
 
@@ -125,10 +147,7 @@ class Predictor:
                 f"model file {model_path} not found; pass the model.onnx written by "
                 "python -m ssal_keras.export (--model OUT/model.onnx)."
             )
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        options = session_options(threads)
         try:
             self.session = onnxruntime.InferenceSession(
                 model_path, sess_options=options, providers=["CPUExecutionProvider"]

@@ -81,11 +81,12 @@ def train(folder, *flag_args):
     return command
 
 
-def errors(folder):
+def errors(folder, *flag_args):
     """``analyze errors`` of an SSAL run (once): its report, held-out part included."""
     path = os.path.join(folder, run_files.ANALYSIS_DIR, "errors.json")
     if not os.path.exists(path):
-        _run(f"python3 -m ssal_keras.analyze errors --model_dir={folder}")
+        _run(" ".join(["python3 -m ssal_keras.analyze errors", f"--model_dir={folder}",
+                       *flag_args]))
     return run_files.read_json(path)
 
 

@@ -58,10 +58,23 @@ def _define_setting_flags():
 _define_setting_flags()
 
 
+def switch_spellings(arg):
+    """``arg`` with a former bool flag (``--mixed_precision``, ``--nojit_compile``,
+    ``--jit_compile=false``) spelled as its choice, which absl's enum flag takes."""
+    name, equals, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+    switch = name[2:] if (name.startswith("no") and not equals
+                          and name not in config_lib.FIELDS) else name
+    field = config_lib.FIELDS.get(switch)
+    if field is None or not field.metadata["boolean_aliases"]:
+        return arg
+    given = value if equals else ("false" if switch != name else "true")
+    return f"--{switch}={config_lib.unaliased(field, given)}"
+
+
 def split_flagfiles(args):
     """``(flagfiles, other args)`` of a command line: ``--flagfile`` is read here, by the
     rules of ``ssal_keras.training.flagfile``, not by absl."""
-    files, rest, args = [], [], list(args)
+    files, rest, args = [], [], [switch_spellings(arg) for arg in args]
     while args:
         arg = args.pop(0)
         if arg.startswith("--flagfile="):

@@ -262,7 +262,7 @@ def test_a_run_folder_of_flags_txt_still_resumes_and_loads(tmp_path, fashion_dir
     for name in ("metrics.json", "model.keras", "class_names.json"):
         with open(os.path.join(baseline_dir, name), "rb") as f:
             (old / name).write_bytes(f.read())
-    config = small_config(fashion_dir, held_out_examples=100)
+    config = small_config(fashion_dir, held_out_examples=100, jit_compile="true")
     (old / "flags.txt").write_text(
         "".join(f"--{f.name}={','.join(map(str, v)) if isinstance(v, tuple) else v}\n"
                 for f in dataclasses.fields(config)

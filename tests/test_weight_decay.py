@@ -1,5 +1,6 @@
 """Which parameters decay and at which rate (ssal_keras.weight_decay, AUTHORS.md section 3)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -88,6 +89,7 @@ def test_trainer_adds_rate_times_weight_to_the_gradient():
     trainer.label_smoothing_mode = "uniform"
     trainer.loss_terms = model.loss_terms()
     trainer.outputs_scored = ["base", "aux_0", "joint"]
+    trainer.optimizer = keras.optimizers.SGD(1.0)
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
     labels = np.array([0, 3])
     _, with_decay, _ = trainer._replica_loss_and_gradients(images, labels)
@@ -97,3 +99,14 @@ def test_trainer_adds_rate_times_weight_to_the_gradient():
         np.testing.assert_allclose(g - g0, rate * v.numpy(), rtol=1e-5, atol=1e-7,
                                    err_msg=v.path)
     assert sum(r > 0 for r in rates) >= 3
+
+    # float16's loss scaling: gradients and decay terms both come scaled (the optimizer
+    # unscales them); the scale is a power of two, so the products are exact.
+    trainer.decay_rates = rates
+    trainer.optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0))
+    trainer.optimizer.build(model.trainable_variables)
+    _, scaled, _ = trainer._replica_loss_and_gradients(images, labels)
+    scale = float(trainer.optimizer.dynamic_scale.numpy())
+    assert scale == 2.0 ** 15
+    for g, gs in zip(with_decay, scaled):
+        np.testing.assert_allclose(gs, scale * np.asarray(g), rtol=1e-6, atol=1e-6)

@@ -2,7 +2,7 @@ r"""Exports a trained run for deployment: a SavedModel and an ONNX graph, each c
 
     python -m ssal_keras.export --model_dir=DIR --output_dir=OUT \
         [--formats=saved_model,onnx] [--outputs=joint|base|all] [--alpha=A] [--opset=17] \
-        [--precision=float32|model] [--overwrite]
+        [--precision=float32|model] [--quantize=none|int8] [--max_int8_drop=0.5] [--overwrite]
 
 Reads ``DIR/model.keras`` (an SSAL model or a plain classifier) and ``DIR/class_names.json``
 if present; writes ``OUT/saved_model/`` (signature ``serving_default``), ``OUT/model.onnx``
@@ -13,7 +13,11 @@ comma-separated list picks some. ``--alpha`` overrides the combination exponent 
 deployed joint output. A model trained under a mixed-precision policy is exported computing
 in float32 unless ``--precision=model``. Every format is run against the Keras model on
 random images at batch sizes 1 and 7 and refused beyond a largest absolute difference of
-1e-4; a refused export leaves nothing in OUT. About 10 s for a small model on 2 CPU cores
+1e-4; a refused export leaves nothing in OUT. ``--quantize=int8`` also writes
+``OUT/model.int8.onnx`` (``ssal_keras.export.quantization``), calibrated on the run's held-out
+training images (else its training images, or ``--calibration_data``) and refused when its
+top-1 drops more than ``--max_int8_drop`` points below the float graph's on images the
+calibration did not see. About 10 s for a small model on 2 CPU cores
 (most of it TensorFlow start-up and tf2onnx), 1-2 minutes for a paper-size one. Every error
 prints one line, ``export: error: ...``, exit code 2.
 """
@@ -23,7 +27,7 @@ import os
 from absl import flags, logging
 
 from ssal_keras import cli
-from ssal_keras.export import bundle, formats, serving
+from ssal_keras.export import bundle, formats, quantization, serving
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Run folder holding model.keras (and optionally class_names.json)."
@@ -53,6 +57,28 @@ _OPSET = flags.DEFINE_integer(
     "opset", formats.DEFAULT_OPSET,
     f"ONNX opset ({formats.MIN_OPSET}..{formats.MAX_OPSET}; tf2onnx 1.17 stops at "
     f"{formats.MAX_OPSET})."
+)
+_QUANTIZE = flags.DEFINE_enum(
+    "quantize", "none", list(quantization.QUANTIZE_CHOICES),
+    f"int8: also write {quantization.ARTEFACT} (static QDQ quantisation, ONNX Runtime), "
+    "behind the accuracy gate of --max_int8_drop."
+)
+_MAX_INT8_DROP = flags.DEFINE_float(
+    "max_int8_drop", quantization.DEFAULT_MAX_DROP,
+    "Largest top-1 drop of int8 against float, in points, on held-out images; beyond it the "
+    "export fails and writes nothing."
+)
+_CALIBRATION_DATA = flags.DEFINE_string(
+    "calibration_data", None, "Data spec (as train's --dataset) whose training images "
+    "calibrate and check int8; default: the run's held-out, else training, images."
+)
+_CALIBRATION_EXAMPLES = flags.DEFINE_integer(
+    "calibration_examples", quantization.CALIBRATION_EXAMPLES,
+    "Images that calibrate int8 (at most half of those read)."
+)
+_INT8_CHECK_EXAMPLES = flags.DEFINE_integer(
+    "int8_check_examples", quantization.CHECK_EXAMPLES,
+    "Other images on which the int8 gate compares top-1."
 )
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace a previous export in --output_dir."
@@ -84,7 +110,20 @@ def _check_flags():
             f"--outputs is empty; give {'|'.join(serving.OUTPUT_CHOICES)} or output names."
         )
     bundle.check_output_dir(_OUTPUT_DIR.value, _OVERWRITE.value)
+    _check_int8_flags(chosen)
     return chosen
+
+
+def _check_int8_flags(chosen):
+    try:
+        quantization.check_max_drop(_MAX_INT8_DROP.value)
+    except ValueError as error:
+        raise cli.UsageError(f"--{error}") from None
+    for holder in (_CALIBRATION_EXAMPLES, _INT8_CHECK_EXAMPLES):
+        if holder.value < 1:
+            raise cli.UsageError(f"--{holder.name} must be >= 1; received {holder.value}.")
+    if _QUANTIZE.value == "int8" and "onnx" not in chosen:
+        raise cli.UsageError("--quantize=int8 quantises the ONNX graph: add onnx to --formats.")
 
 
 def _print_summary(meta):
@@ -103,6 +142,12 @@ def _print_summary(meta):
             f"computes in float32; the model was trained under {', '.join(precision['trained'])}"
             f" (max |float32 - that policy| = {precision['max_abs_diff_to_trained']:.2g})"
         )
+    if "int8" in meta:
+        gate = meta["int8"]["gate"]
+        print(f"int8: {os.path.join(_OUTPUT_DIR.value, meta['int8']['path'])}: {gate['output']} "
+              f"top-1 {gate['int8_top1']:.4f} against float {gate['float_top1']:.4f} "
+              f"(-{gate['drop_points']:.2f} points, allowed {gate['max_drop_points']:g}), argmax "
+              f"agreement {gate['argmax_agreement']:.4f}, on {gate['examples']} images")
     print(f"wrote {os.path.join(_OUTPUT_DIR.value, bundle.METADATA)}")
 
 
@@ -111,6 +156,12 @@ def _run():
         logging.set_verbosity(logging.WARNING)  # TensorFlow's and tf2onnx's progress lines
     chosen = _check_flags()
     model, class_names = bundle.load_run(_MODEL_DIR.value)
+    int8_data = None
+    if _QUANTIZE.value == "int8":
+        int8_data = bundle.int8_data(
+            _MODEL_DIR.value, dataset=_CALIBRATION_DATA.value,
+            calibration_examples=_CALIBRATION_EXAMPLES.value,
+            check_examples=_INT8_CHECK_EXAMPLES.value)
     meta = bundle.export_folder(
         model,
         _OUTPUT_DIR.value,
@@ -122,6 +173,9 @@ def _run():
         precision=_PRECISION.value,
         overwrite=_OVERWRITE.value,
         source=os.path.abspath(_MODEL_DIR.value),
+        quantize=_QUANTIZE.value,
+        int8_data=int8_data,
+        max_int8_drop=_MAX_INT8_DROP.value,
     )
     _print_summary(meta)
 

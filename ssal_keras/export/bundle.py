@@ -12,7 +12,7 @@ import shutil
 
 from ssal_keras import runs
 from ssal_keras.export import formats as writers
-from ssal_keras.export import serving
+from ssal_keras.export import quantization, serving
 from ssal_keras.modeling import outputs as model_outputs
 
 FORMATS = tuple(writers.WRITERS)
@@ -23,6 +23,8 @@ ARTIFACTS = {name: writer.artefact for name, writer in writers.WRITERS.items()}
 
 METADATA = "export.json"
 METADATA_VERSION = 1
+# Every file or folder an export may hold (``--quantize=int8`` adds the int8 graph).
+_EXPORT_FILES = (*ARTIFACTS.values(), quantization.ARTEFACT)
 
 
 def load_run(model_dir):
@@ -41,6 +43,37 @@ def load_run(model_dir):
     """
     run = runs.load(model_dir)
     return run.model, run.class_names
+
+
+def int8_data(model_dir, *, dataset=None, calibration_examples=quantization.CALIBRATION_EXAMPLES,
+              check_examples=quantization.CHECK_EXAMPLES):
+    """The ``quantization.Int8Data`` of the run in ``model_dir``: up to
+    ``calibration_examples + check_examples`` of its held-out training images, else of its
+    training images; or of the training images of ``dataset``, another data spec."""
+    import numpy as np
+
+    from ssal_keras import data
+
+    run = runs.load(model_dir)
+    config = run.config
+    examples = calibration_examples + check_examples
+    if dataset is None and config is not None and config.held_out_examples:
+        _, split = run.load_data(held_out=True)
+        source = f"held-out training images of {model_dir}"
+    else:
+        spec = dataset or (config.dataset if config else "fashion_mnist")
+        loaded, _ = data.load(spec, data_dir=config.data_dir if config and not dataset else None,
+                              train_examples=examples, eval_examples=1,
+                              image_size=config.image_size if config else None, log=lambda _: None)
+        split, source = loaded.train, f"training images of {spec}"
+    images, labels = [], []
+    batches = data.eval_pipeline(split, batch_size=256,
+                                 image_size=config.image_size if config else None)
+    for batch_images, batch_labels in batches.take(-(-examples // 256)):
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    return quantization.Int8Data(np.concatenate(images)[:examples],
+                                 np.concatenate(labels)[:examples], source, calibration_examples)
 
 
 def check_class_names(class_names, num_classes):
@@ -94,7 +127,7 @@ def check_output_dir(output_dir, overwrite):
     output_dir = os.path.abspath(os.fspath(output_dir))
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise FileExistsError(f"output_dir {output_dir} is a file; give a folder.")
-    present = [a for a in (METADATA, *ARTIFACTS.values())
+    present = [a for a in (METADATA, *_EXPORT_FILES)
                if os.path.lexists(os.path.join(output_dir, a))]
     if present and not overwrite:
         raise FileExistsError(
@@ -247,6 +280,22 @@ def _write_formats(model, folder, formats, names, *, opset, tolerance):
     return reports
 
 
+def _int8_output(names, quantize, chosen):
+    """The output the int8 gate scores (joint, else base), after checking ``quantize``."""
+    if quantize not in quantization.QUANTIZE_CHOICES:
+        raise ValueError(f"quantize={quantize!r}: valid: "
+                         f"{', '.join(quantization.QUANTIZE_CHOICES)}.")
+    if quantize == "none":
+        return None
+    if "onnx" not in chosen:
+        raise ValueError("quantize=int8 quantises the ONNX graph: add onnx to the formats.")
+    scored = [n for n in (model_outputs.JOINT, model_outputs.BASE) if n in names]
+    if not scored:
+        raise ValueError("quantize=int8 gates on class accuracy: export joint or base "
+                         "among the outputs.")
+    return scored[0]
+
+
 def _metadata(model_fields, reports, *, opset, tolerance, source, alpha_trained, precision):
     """The contents of ``export.json``, from ``describe``'s fields and each format's report."""
     return {
@@ -286,7 +335,7 @@ def _place_export(staged, output_dir):
         return
     finished = os.path.join(output_dir, METADATA)
     _remove(finished)  # the folder stops looking finished before it changes
-    for artefact in ARTIFACTS.values():
+    for artefact in _EXPORT_FILES:
         source, target = os.path.join(staged, artefact), os.path.join(output_dir, artefact)
         if os.path.lexists(source):
             writers.put_in_place(source, target)
@@ -297,7 +346,8 @@ def _place_export(staged, output_dir):
 
 def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=None,
                   class_names=None, opset=writers.DEFAULT_OPSET, precision="float32",
-                  tolerance=writers.TOLERANCE, overwrite=False, source=None):
+                  tolerance=writers.TOLERANCE, overwrite=False, source=None,
+                  quantize="none", int8_data=None, max_int8_drop=quantization.DEFAULT_MAX_DROP):
     """Writes a deployable export folder: every format checked, then ``export.json``.
 
     The folder is staged beside ``output_dir`` (``writers.write_staged``); each format is
@@ -323,12 +373,17 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
         tolerance: float. Largest absolute difference the self-checks accept.
         overwrite: bool. Whether a previous export in ``output_dir`` may be replaced.
         source: str or None. Where the model came from (recorded), e.g. its run folder.
+        quantize: str. ``"int8"`` also writes ``model.int8.onnx`` behind the accuracy gate
+            (``quantization.write_and_gate``), recorded as ``export.json``'s ``int8``.
+        int8_data: ``quantization.Int8Data``: labelled images to calibrate and check with.
+        max_int8_drop: float. Largest top-1 drop, in points, the gate accepts.
 
     Returns:
         dict. The contents of ``export.json``.
 
     Raises:
         ValueError, FileExistsError, ExportCheckError: as ``to_saved_model`` / ``to_onnx``.
+        quantization.Int8AccuracyError: when int8 loses more than ``max_int8_drop``.
     """
     chosen = check_formats(formats)
     if takes_opset(chosen):
@@ -337,6 +392,13 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
     exported, names, precision_info = serving.prepare(
         model, outputs=outputs, alpha=alpha, precision=precision)
     model_fields = describe(exported, names, class_names=class_names)
+    int8_output = _int8_output(names, quantize, chosen)
+    if int8_output:
+        quantization.check_max_drop(max_int8_drop)
+        if int8_data is None:
+            raise ValueError("quantize=int8 needs int8_data: labelled images to calibrate on "
+                             "and to check the int8 graph with.")
+        int8_data = quantization.check_data(int8_data, model_fields["input"]["shape"][1:])
 
     def write(folder):
         os.mkdir(folder)  # with the umask's permissions (its staging folder is private)
@@ -344,6 +406,11 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
                                  tolerance=tolerance)
         meta = _metadata(model_fields, reports, opset=opset, tolerance=tolerance, source=source,
                          alpha_trained=getattr(model, "alpha", None), precision=precision_info)
+        if int8_output:
+            meta["int8"] = quantization.write_and_gate(
+                os.path.join(folder, ARTIFACTS["onnx"]),
+                os.path.join(folder, quantization.ARTEFACT), int8_data,
+                output=int8_output, max_drop=max_int8_drop)
         runs.write_json(os.path.join(folder, METADATA), meta)
         return meta
 

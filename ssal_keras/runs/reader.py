@@ -68,9 +68,14 @@ class TrainedRun:
 
     @property
     def jit_compile(self):
-        """Whether the run compiled with XLA, so an evaluation here compiles its forward pass
-        as the run's own did."""
-        return self.config.jit_compile if self.config else True
+        """Whether the run's setting compiles with XLA on this machine, so an evaluation here
+        compiles its forward pass as the run's own did."""
+        from ssal_keras.training import device_policy  # noqa: PLC0415  (TensorFlow's)
+
+        if not self.config:
+            return True
+        return device_policy.jit_compile(self.config.jit_compile,
+                                         self.config.backbone_settings()[0])[0]
 
     @property
     def eval_batch_size(self):

@@ -25,9 +25,9 @@ import typing
 
 from ssal_keras import grouping as grouping_lib
 from ssal_keras.modeling import backbones, heads, losses, paper
-from ssal_keras.modeling.joint import validate_alpha
 from ssal_keras.modeling import weight_decay as weight_decay_lib
-from ssal_keras.training import flagfile
+from ssal_keras.modeling.joint import validate_alpha
+from ssal_keras.training import device_policy, flagfile
 
 DEFAULT_BACKBONE = "resnet_fashion_mnist"
 DEFAULT_ALPHA = 0.3
@@ -35,7 +35,8 @@ AUTO = "auto"
 SCHEDULES = ("slanted_triangular", "warmup_step", "warmup_cosine", "constant",
              "epoch_triangular", "piecewise_linear")
 #: Settings that may change between the start of a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_steps", "eval_batch_size"})
+RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_steps", "eval_batch_size",
+                               "jit_compile"})
 #: Options of the training CLI that are not settings of the run (they may stand in a
 #: flagfile, but the run's record leaves them out).
 CLI_OPTIONS = ("model_dir", "reference", "dry_run")
@@ -43,12 +44,19 @@ CLI_OPTIONS = ("model_dir", "reference", "dry_run")
 IMAGENET_MEAN_STD = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
 
 
-def _setting(default, help_text, *, choices=None, minimum=None, repeated=False):
-    """A ``RunConfig`` field: its default, its help line (the CLI's) and its checks."""
+def _setting(default, help_text, *, choices=None, minimum=None, repeated=False,
+             boolean_aliases=None):
+    """A ``RunConfig`` field: its default, its help line (the CLI's) and its checks.
+
+    ``boolean_aliases``: ``(value of true, value of false)`` of a choice that was a bool
+    flag, so that ``--name``, ``--noname``, ``--name=true`` and the bools of older
+    ``run.json`` files keep their meaning.
+    """
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata={
-        "help": help_text, "choices": choices, "minimum": minimum, "repeated": repeated})
+        "help": help_text, "choices": choices, "minimum": minimum, "repeated": repeated,
+        "boolean_aliases": boolean_aliases})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +119,14 @@ class RunConfig:
         "random", "Ties of auto groupings: random (seeded) or authors (their "
         "create_grouping_v2 exactly, distances from the raw maximum; AUTHORS.md 10).",
         choices=tuple(grouping_lib.TIE_BREAKS))
-    taps: tuple[str, ...] = _setting((), "Tap of each branch (ssal_keras.backbones.taps).")
+    taps: tuple[str, ...] = _setting(
+        (), "Tap of each branch: stageN (the output of stage N), stageN_blockM (of one block), "
+        "transitionN (DenseNet-BC), or a layer name; ssal_keras.backbones.taps(model) lists "
+        "a model's.")
     head: tuple[str, ...] = _setting(
-        (), "Head of each branch, in order: a preset of ssal_keras.heads.HEAD_PRESETS or "
-        "blocks separated by spaces ('cbr(64,3) gap'); default heads.DEFAULT_HEAD.",
-        repeated=True)
+        (), "Head of each branch, in order: default (heads.DEFAULT_HEAD), a preset ("
+        + ", ".join(heads.HEAD_PRESETS) + ") or blocks separated by spaces ('cbr(64,3) "
+        "gap'; ssal_keras.heads).", repeated=True)
     head_style: str | None = _setting(
         None, "Layer settings of the heads, a name of ssal_keras.heads.HEAD_STYLES (default: "
         "the paper model's, else authors_keras).", choices=tuple(heads.HEAD_STYLES))
@@ -157,9 +168,17 @@ class RunConfig:
     label_smoothing_mode: str = _setting(
         "uniform", "uniform: the label gets 1-s+s/K; others: 1-s, and s/(K-1) each other "
         "class (the authors', AUTHORS.md 7.1).", choices=tuple(losses.SMOOTHING_MODES))
-    mixed_precision: bool = _setting(
-        False, "Compute in bfloat16 (mixed_bfloat16; float32 variables and outputs).")
-    jit_compile: bool = _setting(True, "Compile the per-replica step with XLA.")
+    mixed_precision: str = _setting(
+        "off", "Compute precision (float32 variables and outputs): bfloat16, float16 (with "
+        "loss scaling, for GPUs without bfloat16), off (float32), or auto: bfloat16 where the "
+        "device computes it natively (BUILD_NOTES.md, 'Mixed precision'). A bare "
+        "--mixed_precision means bfloat16.", choices=device_policy.PRECISION_SETTINGS,
+        boolean_aliases=("bfloat16", "off"))
+    jit_compile: str = _setting(
+        "auto", "Compile the per-replica step with XLA: true, false, or auto: on GPUs, and on "
+        "CPUs for the backbones it was measured to speed up (BUILD_NOTES.md, 'Training speed "
+        "on the paper's models').", choices=device_policy.JIT_SETTINGS,
+        boolean_aliases=("true", "false"))
     seed: int = _setting(0, "Seed of weights, data order, augmentation and ties.")
     # --- devices, checkpoints, logs --------------------------------------------------------
     strategy: str = _setting("default", "tf.distribute strategy; multi_worker reads TF_CONFIG.",
@@ -177,7 +196,7 @@ class RunConfig:
     # === Construction ======================================================================
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            value = _typed(field, getattr(self, field.name))
+            value = _typed(field, unaliased(field, getattr(self, field.name)))
             object.__setattr__(self, field.name, value)
             _check_range(field, value)
         self._check_together()
@@ -408,6 +427,16 @@ def _is(value, kind):
     return isinstance(value, kind)
 
 
+def unaliased(field, value):
+    """A former bool flag's value as its choice (``boolean_aliases``); others unchanged."""
+    aliases = field.metadata["boolean_aliases"]
+    if aliases and isinstance(value, (bool, str)):
+        spelled = {True: True, False: False, "true": True, "false": False, "1": True,
+                   "0": False}.get(value.strip().lower() if isinstance(value, str) else value)
+        return value if spelled is None else aliases[0 if spelled else 1]
+    return value
+
+
 def _typed(field, value):
     """``value`` checked against the field's type (lists become tuples, ints floats)."""
     kind, item, optional = type_parts(field)
@@ -444,8 +473,8 @@ def parse_value(name, raw):
     kind, item, optional = type_parts(field)
     if field.metadata["repeated"]:  # an empty line (--head=) names no value: it clears the list
         return tuple(value for value in raw if value)
-    if raw is None and kind is bool:
-        return True
+    if raw is None and (kind is bool or field.metadata["boolean_aliases"]):
+        return unaliased(field, True)
     if raw is None or (optional and raw.strip() in ("", "None")):
         if optional or kind is str:
             return None if optional else ""
@@ -458,10 +487,16 @@ def parse_value(name, raw):
             if lowered not in ("true", "false", "1", "0"):
                 raise ValueError
             return lowered in ("true", "1")
-        return kind(raw)
+        return unaliased(field, kind(raw))
     except ValueError:
         what = f"a list of {item.__name__}" if item else kind.__name__
         raise ValueError(f"--{name}={raw}: must be {what}.") from None
+
+
+def _is_switch(field):
+    """Whether ``--noNAME`` turns the field off: a bool, or a former bool flag."""
+    return field is not None and (type_parts(field)[0] is bool
+                                  or bool(field.metadata["boolean_aliases"]))
 
 
 def parse_settings(values, *, source):
@@ -471,8 +506,8 @@ def parse_settings(values, *, source):
     for name, raw in values.items():
         if name in CLI_OPTIONS:
             continue
-        if name not in FIELDS and name.startswith("no") and type_parts(
-                FIELDS.get(name[2:], FIELDS["seed"]))[0] is bool and raw is None:
+        if name not in FIELDS and name.startswith("no") and raw is None and _is_switch(
+                FIELDS.get(name[2:])):
             name, raw = name[2:], "false"
         if name not in FIELDS:
             raise ValueError(f"{source} sets --{name}, which is not a setting of "

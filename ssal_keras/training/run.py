@@ -42,7 +42,7 @@ from ssal_keras.modeling import backbones, heads
 from ssal_keras.modeling.model import Branch, SSALModel
 from ssal_keras.modeling.weight_decay import rates_by_class
 from ssal_keras.runs import lock
-from ssal_keras.training import distribute, trainer
+from ssal_keras.training import device_policy, distribute, trainer
 from ssal_keras.training.config import AUTO, RunConfig
 
 
@@ -57,7 +57,8 @@ def train(config, model_dir, *, log=print):
     Returns:
         dict. The run's metrics, as in ``model_dir/metrics.json``: ``base_top1``,
         ``base_top5``, ``joint_top1``, ``joint_top5`` (None for a baseline), ``aux_top1``,
-        ``params``, ``epochs``, ``num_replicas``, ``train_images_per_sec``, ``wall_seconds``,
+        ``mistakes_within_group``, ``params``, ``epochs``, ``num_replicas``, ``compute`` (the
+        XLA and dtype policy it ran with), ``train_images_per_sec``, ``wall_seconds``,
         ``completed`` and the per-epoch ``history``.
 
     Raises:
@@ -74,7 +75,7 @@ def train(config, model_dir, *, log=print):
         log(f"the run is complete ({model_dir}, {previous['epochs']} epochs): nothing to "
             f"train; its results are in {os.path.join(model_dir, runs.METRICS_FILE)}")
         return previous
-    with _process_settings(config):
+    with _process_settings(config, log):
         strategy, chief = _strategy(config, log)
         # Only the chief writes the run folder, so only the chief holds its lock.
         with lock.held(model_dir, log=log) if chief else contextlib.nullcontext():
@@ -98,13 +99,16 @@ def _train_in_folder(config, model_dir, strategy, chief, previous, started, log)
                         list(dataset.class_names))
     model, optimizer = _model_and_optimizer(config, strategy, dataset, groupings,
                                             normalization, log)
+    jit_compile, why = device_policy.jit_compile(config.jit_compile,
+                                                 config.backbone_settings()[0])
+    log(f"XLA {'on' if jit_compile else 'off'} ({why})")
     loop = trainer.Trainer(
         strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
         run_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
         augment=config.augment, augment_options=config.augment_options(),
         seed=config.seed, label_smoothing=config.label_smoothing,
         label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
-        jit_compile=config.jit_compile, checkpoint_steps=config.checkpoint_steps,
+        jit_compile=jit_compile, checkpoint_steps=config.checkpoint_steps,
         log_every_steps=config.log_every_steps, eval_batch_size=config.eval_batch_size,
         log=log)
     return _fit_and_write(loop, model_dir, previous, started, chief, held_out)
@@ -137,15 +141,17 @@ def _previous_metrics(config, model_dir):
 
 
 @contextlib.contextmanager
-def _process_settings(config):
+def _process_settings(config, log):
     """The run's seed, precision and log level, the caller's precision restored after."""
+    precision, why = device_policy.precision(config.mixed_precision)
     policy = keras.mixed_precision.global_policy()
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines would drown the log
     keras.utils.set_random_seed(config.seed)
-    # bfloat16 needs no loss scaling; variables, softmax outputs and the joint stay float32.
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if config.mixed_precision else "float32")
+    # Variables, softmax outputs and the joint stay float32 (float16 adds loss scaling:
+    # build_optimizer).
+    keras.mixed_precision.set_global_policy(device_policy.KERAS_POLICIES[precision])
+    log(f"precision {precision} ({why})")
     try:
         yield
     finally:
@@ -252,8 +258,14 @@ def build_optimizer(config, steps_per_epoch):
     Keras (CIFAR) runs did; PyTorch's (their ImageNet runs) applies it after
     (``b = m b + g; w -= lr b``). The two agree while the rate is constant.
     """
-    return keras.optimizers.SGD(learning_rate=config.learning_rate_schedule(steps_per_epoch),
-                                momentum=config.momentum, nesterov=config.nesterov)
+    optimizer = keras.optimizers.SGD(
+        learning_rate=config.learning_rate_schedule(steps_per_epoch), momentum=config.momentum,
+        nesterov=config.nesterov)
+    # float16 gradients underflow without loss scaling (dynamic: Keras's LossScaleOptimizer
+    # halves the scale and skips the step on a non-finite gradient).
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def _model_and_optimizer(config, strategy, dataset, groupings, normalization, log):
@@ -280,10 +292,14 @@ def _fit_and_write(loop, model_dir, previous, started, chief, held_out):
     def write_metrics(final_eval, images_per_sec, completed):
         record = {
             **{k: final_eval.get(k) for k in ("base_top1", "base_top5", "joint_top1",
-                                              "joint_top5", "aux_top1")},
+                                              "joint_top5", "aux_top1",
+                                              "mistakes_within_group")},
             "params": int(loop.model.count_params()),
             "epochs": len(history),
             "num_replicas": loop.strategy.num_replicas_in_sync,
+            # What --jit_compile and --mixed_precision resolved to on this machine.
+            "compute": {"xla": loop.jit_compile,
+                        "dtype_policy": keras.mixed_precision.global_policy().name},
             "train_images_per_sec": images_per_sec,
             "wall_seconds": previous.get("wall_seconds", 0.0) + (time.time() - started),
             "completed": completed,

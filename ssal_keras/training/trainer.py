@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -175,6 +176,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.log = log
         self.chief = distribute.is_chief(strategy)
+        self.jit_compile = jit_compile
 
         self.steps_per_epoch = steps_per_epoch(strategy, dataset.num_train, global_batch_size)
         self.total_steps = self.steps_per_epoch * epochs
@@ -237,6 +239,7 @@ class Trainer:
     def _replica_loss_and_gradients(self, images, labels):
         """Loss, gradients and hit counts of one replica's batch (XLA-compiled)."""
         variables = self.model.trainable_variables
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             predictions = outputs.outputs_by_name(self.model(images, training=True))
             targets = self._targets(labels)
@@ -248,11 +251,14 @@ class Trainer:
             ])
             loss = tf.nn.compute_average_loss(per_example,
                                               global_batch_size=self.global_batch_size)
-        gradients = tape.gradient(loss, variables)
+            # float16: the gradients are of the scaled loss; the optimizer unscales them.
+            differentiated = self.optimizer.scale_loss(loss) if scaled else loss
+        gradients = tape.gradient(differentiated, variables)
+        scale = self.optimizer.scale_loss(1.0) if scaled else 1.0
         replicas = float(self.strategy.num_replicas_in_sync)
         # The optimizer sums gradients over replicas, so each adds its share of the decay.
         gradients = [
-            g + (rate / replicas) * tf.cast(v, g.dtype) if rate else g
+            g + (rate * scale / replicas) * tf.cast(v, g.dtype) if rate else g
             for g, v, rate in zip(gradients, variables, self.decay_rates)
         ]
         hits = {

@@ -7,10 +7,8 @@ feature-pyramid levels in ``pyramid_level_inputs`` (``{"P2": layer_name, "P3": .
 ``from_keras_cv`` replays that graph, with the backbone's own layers, on a new input and adds
 the project's classifier: a flat functional model whose pyramid levels are ``Identity`` layers
 named ``"P2"``, ``"P3"``, ..., so ``Branch(tap="P3", ...)`` finds them through
-``resolve_tap`` (a tap may be any layer name with a 4-D output), and whose ``.keras`` file
-holds only registered Keras layers. (``taps(model)`` lists the layers whose names end in
-``_out`` -- for keras-cv's ResNets, its blocks -- not the ``P`` levels, which it has no rule
-for; ``resolve_tap(model, "P3")`` gives their channels and stride.)
+``taps(model)`` and ``resolve_tap`` (with their channels and stride), and whose ``.keras``
+file holds only registered Keras layers.
 
 keras-cv itself is never imported: a backbone is recognised by being a ``keras.Model`` with a
 ``pyramid_level_inputs`` dict, so importing ``ssal_keras`` stays as fast as before.
