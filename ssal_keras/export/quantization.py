@@ -1,7 +1,7 @@
 """int8 ONNX graphs behind an accuracy gate: ``model.int8.onnx`` beside ``model.onnx``.
 
 Static quantisation with ONNX Runtime's own tool (``onnxruntime.quantization``; no code of our
-own does what it does): the float graph is pre-processed (shape inference and graph
+own does what it does): the float graph is pre-processed (ONNX shape inference and graph
 optimisation, ``quant_pre_process``), then quantised in the QDQ format with per-channel int8
 weights and uint8 activations (U8S8, ONNX Runtime's fast path on x86 with VNNI/AMX), the
 activation ranges calibrated (MinMax) on real images of the run. The softmaxes and everything
@@ -120,7 +120,9 @@ def quantize(float_path, int8_path, calibration_images):
 
     with tempfile.TemporaryDirectory() as work:
         prepared = os.path.join(work, "prepared.onnx")
-        quant_pre_process(os.fspath(float_path), prepared)
+        # ONNX's own shape inference suffices for these graphs (every shape static but the
+        # batch); the symbolic one would need sympy, which onnxruntime does not install.
+        quant_pre_process(os.fspath(float_path), prepared, skip_symbolic_shape=True)
         quantize_static(
             prepared, os.fspath(int8_path), _calibration_reader(calibration_images),
             quant_format=QuantFormat.QDQ, per_channel=True,
