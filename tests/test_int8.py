@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ssal_keras.export import bundle, quantization
-from tests.conftest import ROOT, cli_env, one_error_line, run_cli, small_config
+from tests.conftest import ROOT, cli_env, one_error_line, run_cli, run_clis_at_once, small_config
 
 PIL = pytest.importorskip("PIL.Image")
 CLIENT = os.path.join(ROOT, "export", "onnx_predict.py")
@@ -121,18 +121,28 @@ BAD_INT8 = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INT8))
-def test_bad_int8_input_is_one_line(ssal_run, tmp_path, case):
+@pytest.fixture(scope="module")
+def bad_int8_exports(ssal_run, tmp_path_factory):
+    """Every command line of ``BAD_INT8``, started side by side (each spends seconds importing
+    TensorFlow), each with its own output folder; ``{case: (result, output folder)}``."""
+    root = tmp_path_factory.mktemp("bad_int8")
     rng = np.random.default_rng(0)
-    npz = tmp_path / "cifar_like.npz"
+    npz = root / "cifar_like.npz"
     np.savez(npz, x_train=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
              y_train=np.arange(8) % 10, x_test=rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8),
              y_test=np.arange(2))
-    flags, message = BAD_INT8[case]
-    result = run_cli("ssal_keras.export", f"--model_dir={ssal_run}",
-                     f"--output_dir={tmp_path / 'out'}",
-                     *[f.format(npz=npz) for f in flags], *SMALL_INT8)
-    assert result.returncode == 2
+    outs = {case: root / case.replace(" ", "_") / "out" for case in BAD_INT8}
+    results = run_clis_at_once({
+        case: ("ssal_keras.export", f"--model_dir={ssal_run}", f"--output_dir={outs[case]}",
+               *[f.format(npz=npz) for f in flags], *SMALL_INT8)
+        for case, (flags, _) in BAD_INT8.items()})
+    return {case: (results[case], outs[case]) for case in BAD_INT8}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INT8))
+def test_bad_int8_input_is_one_line(bad_int8_exports, case):
+    result, out = bad_int8_exports[case]
+    assert result[0] == 2
     line = one_error_line(result, prog="export")
-    assert re.search(message, line), line
-    assert not (tmp_path / "out").exists()
+    assert re.search(BAD_INT8[case][1], line), line
+    assert not out.exists()

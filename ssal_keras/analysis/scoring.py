@@ -71,9 +71,11 @@ class Accuracy:
         predicted = {name: by_name[name].argmax(-1)
                      for name in (outputs.BASE, outputs.JOINT) if name in by_name}
         for name, classes in predicted.items():
-            self._add(f"{name}_mistakes", int(np.sum(classes != labels)))
             for index, g in enumerate(self.groupings):
-                self._add(f"{name}_within_{index}", mistakes_within_group(classes, labels, g)[1])
+                mistakes, within = mistakes_within_group(classes, labels, g)
+                self._add(f"{name}_within_{index}", within)
+            if self.groupings:  # the same count for every grouping
+                self._add(f"{name}_mistakes", mistakes)
         self.confusion += grouping_lib.confusion_matrix(
             labels, predicted[outputs.BASE], self.num_classes
         )

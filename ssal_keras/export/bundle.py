@@ -394,7 +394,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
     model_fields = describe(exported, names, class_names=class_names)
     int8_output = _int8_output(names, quantize, chosen)
     if int8_output:
-        quantization.check_max_drop(max_int8_drop)
+        max_int8_drop = quantization.check_max_drop(max_int8_drop)
         if int8_data is None:
             raise ValueError("quantize=int8 needs int8_data: labelled images to calibrate on "
                              "and to check the int8 graph with.")

@@ -160,9 +160,10 @@ def gate(float_path, int8_path, images, labels, *, output, max_drop):
 
 
 def write_and_gate(float_path, int8_path, data, *, output, max_drop=DEFAULT_MAX_DROP):
-    """Quantises ``float_path`` into ``int8_path`` on ``data`` (an ``Int8Data``) and gates
-    it on the rest of ``data``; returns ``export.json``'s ``int8`` entry."""
-    max_drop = check_max_drop(max_drop)
+    """Quantises ``float_path`` into ``int8_path`` on ``data`` (an ``Int8Data``, checked by
+    ``check_data``) and gates it on the rest of ``data`` at ``max_drop`` (checked by
+    ``check_max_drop``: ``bundle.export_folder`` checks both before it exports anything);
+    returns ``export.json``'s ``int8`` entry."""
     calibration, check_images, check_labels = data.split()
     quantize(float_path, int8_path, calibration)
     return {

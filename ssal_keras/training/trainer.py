@@ -254,6 +254,8 @@ class Trainer:
             # float16: the gradients are of the scaled loss; the optimizer unscales them.
             differentiated = self.optimizer.scale_loss(loss) if scaled else loss
         gradients = tape.gradient(differentiated, variables)
+        # The decay term joins gradients of the scaled loss, so it is scaled alike (the
+        # optimizer then unscales the sum): scale_loss(1.0) is the current loss scale.
         scale = self.optimizer.scale_loss(1.0) if scaled else 1.0
         replicas = float(self.strategy.num_replicas_in_sync)
         # The optimizer sums gradients over replicas, so each adds its share of the decay.
