@@ -9,7 +9,8 @@ setup(
     packages=find_packages(include=["ssal_keras", "ssal_keras.*"]),
     python_requires=">=3.10,<3.13",
     # The ranges tested in CI (BUILD_NOTES.md, "Versions"). Keras is pinned to the 3.15
-    # line: several 3.x releases broke multi-output losses and metrics (PITFALLS.md).
+    # line: several 3.x releases broke multi-output losses and metrics
+    # (docs/stack_notes.md, section 2).
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
@@ -27,7 +28,10 @@ setup(
     ],
     # pytest-xdist: the suite runs one test file per CPU core (BUILD_NOTES.md, "Test suite").
     # jax[cpu]: tests/test_jax_backend.py runs the model code on Keras's JAX backend (CI: 0.10).
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "jax[cpu]>=0.4.30,<0.11"]},
+    # importlib_resources: TFDS's download_and_prepare, which tests/test_data.py uses to write a
+    # small dataset in ArrayRecord files (the full shuffle's TFDS data source).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "jax[cpu]>=0.4.30,<0.11",
+                             "importlib_resources>=6"]},
     # ssal-NAME is the same command as python -m ssal_keras.NAME (README.md, "Train").
     entry_points={
         "console_scripts": [

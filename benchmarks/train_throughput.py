@@ -1,158 +1,200 @@
-"""Training throughput: the custom loop (XLA on/off), model.fit, SSAL vs bare, 1 vs 2 devices.
+"""Training throughput of the quick start: the custom loop against ``model.fit``, XLA on and
+off, bare against SSAL, one against two logical CPU devices.
 
-    python benchmarks/train_throughput.py [--train_examples=6144] [--epochs=3]
+    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/train_throughput.py
+        [--models=bare,ssal] [--configurations=loop_xla,...] [--steps=100] [--repeats=5]
+        [--warmup=10] [--batch_size=N] [--process_per_repeat] [--output=FILE.json]
 
-Every configuration trains the quick-start network (resnet_fashion_mnist) on the same
-Fashion-MNIST images with the same global batch, each in a fresh process (logical devices are
-fixed when TensorFlow starts). The custom loop runs through ``python -m ssal_keras.train``
-and reports its steady-state images/s (the first logging window, with tracing and XLA
-compilation, is left out); ``model.fit`` runs in this script on the same pipeline, timed from
-its second epoch on. FLOPs are counted from the layers (convolutions and dense layers,
-forward multiply-adds x 2), so the SSAL overhead in time can be set against its extra FLOPs.
+Models: the quick-start recipes, ``models/fashion_mnist_baseline.flags`` ("bare") and
+``models/fashion_mnist_ssal.flags`` ("ssal": its groupings, heads, loss weights and alpha),
+with every setting of the recipe (batch 128, SGD with Nesterov momentum 0.9, the slanted
+triangular schedule, weight decay 5e-4 on the kernels of backbone and heads), on synthetic
+28x28x1 images (random pixels and labels: a step's speed does not depend on them) through the
+trainer's input pipeline (``augment=shift``).
+
+Configurations (``CONFIGURATIONS``), each in a fresh process:
+
+- ``loop_*``: the custom loop, ``ssal_keras.training``'s ``Trainer`` step (its XLA-compiled
+  loss-and-gradient function when XLA is on, ``apply_gradients`` under the strategy, its hit
+  counts), timed step by step on one continuing input; no progress lines, evaluation or
+  checkpoints.
+- ``fit_*``: Keras ``model.fit`` on the same model (an ``SSALModel`` compiled with its own
+  loss terms: cross-entropy on ``base`` and each ``aux_b`` at the recipe's loss weights;
+  accuracy of every output, like the loop's hit counts), the same optimizer built by the
+  trainer's ``build_optimizer`` (the same schedule), the same input pipeline, and the trainer's
+  weight decay as L2 penalties: ``L2(rate / 2)`` on exactly the variables the trainer decays,
+  whose gradient ``rate * w`` is the term the trainer adds (``common.fit_weight_decay``; Keras's
+  optimizer ``weight_decay`` is decoupled, so not the same). ``jit_compile`` as named: Keras
+  compiles its whole train step (optimizer included) with XLA, the loop only its
+  loss-and-gradient function.
+- ``loop_xla_2_devices``: the loop under ``MirroredStrategy`` over 2 logical CPU devices
+  (synchronised BatchNorm keeps the step out of XLA on CPU replicas: ``xla_used`` says what
+  ran).
+
+Each configuration: ``--warmup`` untimed steps (tracing, compilation), then ``--repeats``
+repeats of ``--steps`` steps; images/s of a repeat = its images / its seconds. Writes
+``benchmark_train_throughput.json`` into ``docs/`` (``common`` documents the protocol). Time
+on 2 idle CPU cores: about 15 minutes with the defaults (the two-device configurations
+take a third of it).
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import ROOT, forward_flops  # noqa: E402
-SSAL_FLAGS = ["--groupings=models/groupings/fashion_mnist_3.txt,"
-              "models/groupings/fashion_mnist_5.txt",
-              "--taps=stage1,stage2", "--head=cbr(32,3,2) gap", "--head=cbr(64,3,2) gap"]
+from benchmarks import common  # noqa: E402
+
+BENCHMARK = "train_throughput"
+OUTPUT = "benchmark_train_throughput.json"
+#: model -> recipe
+MODELS = {"bare": "fashion_mnist_baseline", "ssal": "fashion_mnist_ssal"}
+SHAPE, CLASSES = (28, 28, 1), 10
+#: configuration -> (path, XLA, logical CPU devices)
+CONFIGURATIONS = {
+    "loop_xla": ("loop", True, 1),
+    "loop_no_xla": ("loop", False, 1),
+    "fit_xla": ("fit", True, 1),
+    "fit_no_xla": ("fit", False, 1),
+    "loop_xla_2_devices": ("loop", True, 2),
+}
+#: ratio name -> (numerator configuration, denominator configuration), per model
+RATIOS = {
+    "loop_over_fit_xla": ("loop_xla", "fit_xla"),
+    "loop_over_fit_no_xla": ("loop_no_xla", "fit_no_xla"),
+    "xla_over_no_xla_loop": ("loop_xla", "loop_no_xla"),
+    "xla_over_no_xla_fit": ("fit_xla", "fit_no_xla"),
+    "two_devices_over_one_loop_xla": ("loop_xla_2_devices", "loop_xla"),
+}
 
 
-def custom_loop(args, *, ssal, jit, devices):
-    """Runs the training CLI; returns its steady-state images/s."""
-    with tempfile.TemporaryDirectory() as run_dir:
-        command = [
-            sys.executable, "-m", "ssal_keras.train", f"--model_dir={run_dir}",
-            "--flagfile=models/fashion_mnist_baseline.flags",
-            f"--train_examples={args.train_examples}", "--held_out_examples=0",
-            "--eval_examples=512", f"--epochs={args.epochs}", f"--batch_size={args.batch_size}",
-            "--log_every_steps=8", f"--jit_compile={str(jit).lower()}",
-        ] + (SSAL_FLAGS if ssal else []) + (
-            ["--strategy=mirrored", f"--logical_cpu_devices={devices}"] if devices > 1 else [])
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"train failed:\n{result.stderr[-3000:]}")
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            return json.load(f)["train_images_per_sec"]
-
-
-def keras_fit(args, *, ssal):
-    """``model.fit`` on the same model, data pipeline and batch; returns images/s."""
-    import keras
-    import numpy as np
-
-    import ssal_keras
-    from ssal_keras import data, grouping
-    from ssal_keras.modeling import backbones
-
-    dataset, _ = data.load("fashion_mnist", train_examples=args.train_examples)
-    backbone = backbones.build("resnet_fashion_mnist", num_classes=10, normalization="scale")
-    if ssal:
-        groupings = [grouping.load_grouping(os.path.join(ROOT, "models", "groupings",
-                                                         f"fashion_mnist_{k}.txt"))
-                     for k in (3, 5)]
-        model = ssal_keras.SSALModel(backbone, [
-            ssal_keras.Branch(tap="stage1", grouping=groupings[0], head=["cbr(32,3,2)", "gap"]),
-            ssal_keras.Branch(tap="stage2", grouping=groupings[1], head=["cbr(64,3,2)", "gap"]),
-        ])
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=True)
-    else:
-        model = backbone
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      jit_compile=True)
-    batches = data.train_pipeline(dataset.train, batch_size=args.batch_size, augment="shift",
-                                  seed=0, repeat=True)
-    steps = dataset.num_train // args.batch_size
-    times = []
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
-    model.fit(batches, epochs=args.epochs, steps_per_epoch=steps, verbose=0,
-              callbacks=[EpochTimer()])
-    steady = times[1:] or times
-    return steps * args.batch_size / float(np.mean(steady)), forward_flops(model)
-
-
-def _parse_args():
-    """The command line; ``--fit_only`` is for this script calling itself (``fit_in_process``)."""
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train_examples", type=int, default=6144)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--fit_only", choices=["bare", "ssal"], help=argparse.SUPPRESS)
-    return parser.parse_args()
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"Comma-separated, of: {', '.join(MODELS)}.")
+    parser.add_argument("--configurations", default=",".join(CONFIGURATIONS),
+                        help=f"Comma-separated, of: {', '.join(CONFIGURATIONS)} (each for "
+                             "every model of --models), or one model's, e.g. ssal_loop_xla.")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="Global batch (default: the recipes', 128).")
+    common.add_protocol_flags(parser, output=OUTPUT, steps=100, warmup=10, repeats=5)
+    common.add_worker_flags(parser)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return args
+    args.models = _choices(parser, "--models", args.models, MODELS)
+    # "loop_xla": that configuration of every chosen model; "ssal_loop_xla": of one model.
+    valid = {**{c: c for c in CONFIGURATIONS},
+             **{f"{m}_{c}": c for m in MODELS for c in CONFIGURATIONS}}
+    args.configurations = _choices(parser, "--configurations", args.configurations, valid)
+    common.resolve_protocol(parser, args)
+    return common.set_command(args, __file__, argv)
 
 
-def fit_in_process(args, kind):
-    """``keras_fit`` of the ``"bare"`` or ``"ssal"`` model in a fresh process (this script with
-    ``--fit_only``); returns its ``images_per_sec`` and ``flops``."""
-    result = subprocess.run(
-        [sys.executable, __file__, f"--fit_only={kind}",
-         f"--train_examples={args.train_examples}", f"--epochs={args.epochs}",
-         f"--batch_size={args.batch_size}"],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-        text=True)
-    if result.returncode != 0:
-        sys.exit(f"fit failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def _choices(parser, flag, text, valid):
+    chosen = [c for c in text.split(",") if c]
+    unknown = [c for c in chosen if c not in valid]
+    if unknown or not chosen:
+        parser.error(f"{flag}: unknown or empty {unknown}; valid: {', '.join(valid)}")
+    return chosen
 
 
-def measure_all(args):
-    """Every configuration, bare then SSAL: ``{configuration: images/s}``, plus each model's
-    forward FLOPs under ``"<bare|ssal> flops"``."""
-    rows = {}
-    for ssal in (False, True):
-        name = "ssal" if ssal else "bare"
-        rows[f"{name} loop XLA"] = custom_loop(args, ssal=ssal, jit=True, devices=1)
-        rows[f"{name} loop no XLA"] = custom_loop(args, ssal=ssal, jit=False, devices=1)
-        fit = fit_in_process(args, name)
-        rows[f"{name} model.fit XLA"] = fit["images_per_sec"]
-        rows[f"{name} flops"] = fit["flops"]
-        rows[f"{name} loop XLA 2 devices"] = custom_loop(args, ssal=ssal, jit=True, devices=2)
-    return rows
+def specs(args):
+    """The training specs of the chosen models and configurations."""
+    chosen = [f"{m}_{c}" for m in args.models for c in CONFIGURATIONS
+              if c in args.configurations or f"{m}_{c}" in args.configurations]
+    out = []
+    for model in args.models:
+        for configuration in CONFIGURATIONS:
+            if f"{model}_{configuration}" not in chosen:
+                continue
+            path, jit, devices = CONFIGURATIONS[configuration]
+            out.append({"name": f"{model}_{configuration}", "recipe": MODELS[model],
+                        "shape": list(SHAPE), "classes": CLASSES, "groups": None,
+                        "path": path, "jit": jit, "precision": "off", "devices": devices,
+                        "batch_size": args.batch_size,  # None: the recipe's
+                        "warmup": args.warmup, "steps": args.steps,
+                        "repeats": args.repeats})
+    return out
 
 
-def print_report(rows):
-    """The images/s table, the FLOPs, and the ratios between configurations."""
-    print(f"{'configuration':32s} images/s")
-    for key, value in rows.items():
-        if not key.endswith("flops"):
-            print(f"{key:32s} {value:8.0f}")
-    print(f"forward FLOPs per image: bare {rows['bare flops'] / 1e6:.1f}M, "
-          f"SSAL {rows['ssal flops'] / 1e6:.1f}M (x{rows['ssal flops'] / rows['bare flops']:.2f})")
-    for name in ("bare", "ssal"):
-        print(f"{name}: loop XLA / model.fit = "
-              f"{rows[f'{name} loop XLA'] / rows[f'{name} model.fit XLA']:.2f}, "
-              f"XLA / no XLA = {rows[f'{name} loop XLA'] / rows[f'{name} loop no XLA']:.2f}, "
-              f"2 devices / 1 = {rows[f'{name} loop XLA 2 devices'] / rows[f'{name} loop XLA']:.2f}")
-    print(f"SSAL time overhead x{rows['bare loop XLA'] / rows['ssal loop XLA']:.2f} vs FLOPs "
-          f"x{rows['ssal flops'] / rows['bare flops']:.2f}")
+def configuration_entry(result):
+    """One configuration's record: what ran and its figures."""
+    spec = result["spec"]
+    rates = common.rate_summary(result["seconds"], result["images_per_repeat"])
+    return {
+        "recipe": f"models/{spec['recipe']}.flags", "path": spec["path"],
+        "xla_requested": spec["jit"], "xla_used": result["compute"]["xla"],
+        "logical_devices": spec["devices"], "replicas": result["compute"]["replicas"],
+        "dtype_policy": result["compute"]["dtype_policy"], "batch_size": spec["batch_size"],
+        "images_per_repeat": result["images_per_repeat"],
+        "seconds_per_repeat": common.summary(result["seconds"]),
+        "images_per_sec": rates,
+        "warmup_seconds": result["warmup_seconds"],
+        "forward_flops_per_image": result["forward_flops_per_image"],
+        "params": result["params"],
+    }
 
 
-def main():
-    """Measures every configuration and prints the report (or, with ``--fit_only``, one
-    ``model.fit`` measurement as JSON)."""
-    args = _parse_args()
-    if args.fit_only:  # one model.fit measurement, in its own process
-        images_per_sec, flops = keras_fit(args, ssal=args.fit_only == "ssal")
-        print(json.dumps({"images_per_sec": images_per_sec, "flops": flops}))
-        return
-    print_report(measure_all(args))
+def ratios(configurations):
+    """Every ratio of ``RATIOS`` (and bare against SSAL) whose two sides were measured."""
+    out = {}
+    for model in MODELS:
+        for name, (top, bottom) in RATIOS.items():
+            a, b = configurations.get(f"{model}_{top}"), configurations.get(f"{model}_{bottom}")
+            if a and b:
+                out[f"{model}_{name}"] = common.ratio(
+                    a["images_per_sec"], f"configurations.{model}_{top}.images_per_sec",
+                    b["images_per_sec"], f"configurations.{model}_{bottom}.images_per_sec")
+    for configuration in CONFIGURATIONS:
+        bare, ssal = (configurations.get(f"{m}_{configuration}") for m in ("bare", "ssal"))
+        if bare and ssal:
+            # Time per image of SSAL over bare: how much longer an SSAL step takes.
+            out[f"ssal_time_overhead_{configuration}"] = common.ratio(
+                bare["images_per_sec"], f"configurations.bare_{configuration}.images_per_sec",
+                ssal["images_per_sec"], f"configurations.ssal_{configuration}.images_per_sec")
+            out["ssal_flops_overhead"] = {
+                "value": ssal["forward_flops_per_image"] / bare["forward_flops_per_image"],
+                "numerator": "SSAL forward FLOPs per image (conv and dense layers)",
+                "denominator": "bare forward FLOPs per image"}
+    return out
+
+
+def print_report(document):
+    print(f"\n{'configuration':32s} {'img/s (min / median / max)':>32s}")
+    for name, entry in document["configurations"].items():
+        rate = entry["images_per_sec"]
+        print(f"{name:32s} {rate['min']:10.1f} {rate['median']:10.1f} {rate['max']:10.1f}")
+    for name, value in document["ratios"].items():
+        print(f"{name}: x{value['value']:.2f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:  # one process of measure_specs
+        common.training_worker_main(args.worker, args.worker_output)
+        return None
+    results = common.measure_specs(os.path.abspath(__file__), specs(args), smoke=args.smoke,
+                                   process_per_repeat=args.process_per_repeat)
+    configurations = {name: configuration_entry(r) for name, r in results.items()}
+    settings = {**common.protocol_settings(args), "models": args.models,
+                "configurations": args.configurations,
+                "batch_size": {m: r["batch_size"] for m, r in sorted(
+                    {c["recipe"]: c for c in configurations.values()}.items())},
+                "data": f"synthetic {SHAPE} images, {CLASSES} classes (random pixels and labels)",
+                "process_per_repeat": args.process_per_repeat,
+                "repeat_unit": "one repeat = --steps training steps, timed as a whole"}
+    document = {"benchmark": BENCHMARK, **common.record(args.command, settings),
+                "protocol": common.__doc__.split("\n\n")[1].replace("\n", " "),
+                "ratio_convention": "value = numerator median / denominator median, both "
+                                    "images/s: > 1 means the numerator is faster; "
+                                    "ssal_time_overhead_* = bare / SSAL images/s (SSAL's "
+                                    "time per image over bare's)",
+                "configurations": configurations, "ratios": ratios(configurations)}
+    common.write_json(args.output, document)
+    print_report(document)
+    print(f"\nwritten: {args.output}")
+    return document
 
 
 if __name__ == "__main__":

@@ -106,11 +106,16 @@ def _describe(args):
 def session_options(threads=None):
     """ONNX Runtime session options for serving on CPUs (measured: BUILD_NOTES.md, "Export").
 
-    Every graph optimisation (constant folding, Conv+activation fusion, the NCHWc layout of
+    ONNX Runtime's own defaults, set explicitly so that a deployment does not depend on them:
+    every graph optimisation (constant folding, Conv+activation fusion, the NCHWc layout of
     x86 convolutions, QDQ fusion into integer kernels for int8 graphs); one graph run at a
-    time over ``threads`` intra-op threads (default: ONNX Runtime's, one per physical core);
-    denormal floats flushed to zero, which a trained network's tiny weights and activations
-    otherwise make slow on x86.
+    time (sequential execution, which leaves ``inter_op_num_threads`` unused) over
+    ``threads`` intra-op threads (default: ONNX Runtime's, one per physical core, pinned);
+    the intra-op threads spin between operators, as by default. The one change: denormal
+    floats flushed to zero in the session's threads, which costs nothing where there are no
+    denormals and avoids x86's slow path where a trained network's tiny weights and
+    activations make them. ``benchmarks/inference.py`` times these options against ONNX
+    Runtime's defaults, and each option alone (``--option_check``), in alternating processes.
     """
     import onnxruntime
 

@@ -67,6 +67,12 @@ def run_dir(runs, config, seed):
     return os.path.join(runs, f"{config}_seed{seed}")
 
 
+# The data order these runs were made with: a 10,000-example shuffle buffer, the trainer's
+# only order before --shuffle=full (the authors') became the default. Passing it keeps the
+# test's figures reproducible.
+DATA_ORDER = "--shuffle=buffer:10000"
+
+
 def _run(command):
     print("+ " + command, flush=True)
     subprocess.run(shlex.split(command), check=True, stdin=subprocess.DEVNULL,
@@ -92,7 +98,7 @@ def errors(folder, *flag_args):
 
 def groupings_phase(runs):
     baseline = run_dir(runs, "baseline", 0)
-    train(baseline, f"--flagfile={RECIPES['baseline']}", "--seed=0")
+    train(baseline, f"--flagfile={RECIPES['baseline']}", "--seed=0", DATA_ORDER)
     matrix = os.path.join(baseline, run_files.HELD_OUT_CONFUSION_FILE)
     for (criterion, groups), output in GROUPINGS.items():
         _run(f"python3 -m ssal_keras.group --matrix={matrix} --kind=confusion "
@@ -113,6 +119,7 @@ def select_phase(runs):
     for name, heads in CANDIDATES.items():
         folder = os.path.join(runs, f"select_{name}_seed{SELECTION_SEED}")
         command = train(folder, f"--flagfile={RECIPES['baseline']}", f"--seed={SELECTION_SEED}",
+                        DATA_ORDER,
                         f"--groupings={join}", *SSAL_FLAGS,
                         *(f"--head='{head}'" for head in heads))
         report = errors(folder)
@@ -155,7 +162,7 @@ def test_phase(runs):
     for seed in SEEDS:
         for config in CONFIGS:
             folder = run_dir(runs, config, seed)
-            train(folder, f"--flagfile={RECIPES[config]}", f"--seed={seed}")
+            train(folder, f"--flagfile={RECIPES[config]}", f"--seed={seed}", DATA_ORDER)
             if config != "baseline":
                 errors(folder)
 
@@ -179,7 +186,7 @@ def collect(runs):
             record = {"config": config, "seed": seed, "base_top1": metrics["base_top1"],
                       "joint_top1": metrics["joint_top1"],
                       "command": (f"python3 -m ssal_keras.train --flagfile={RECIPES[config]} "
-                                  f"--seed={seed} --model_dir={folder}"),
+                                  f"--seed={seed} {DATA_ORDER} --model_dir={folder}"),
                       "wall_seconds": metrics["wall_seconds"]}
             if config == "baseline":  # no branches: its implied accuracy on the SSAL groupings
                 confusion = np.load(os.path.join(folder, run_files.HELD_OUT_CONFUSION_FILE))
@@ -219,31 +226,44 @@ def deployed_top1(record):
     return record["joint_top1"] if record["joint_top1"] is not None else record["base_top1"]
 
 
-def _percent(values):
-    stats = summary.stats(values)
-    if stats is None:
-        return "-"
-    return f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}"
-
-
-def markdown(records, comparisons):
-    lines = ["| config | seeds | base top-1 (+TR) | joint top-1 (+JP) | branch group top-1, "
-             "held-out | base's implied group top-1, held-out | joint fixes / breaks, test | "
-             "wall (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+def table(records):
+    """Per configuration, each figure's mean and sample sd over its seeds (``summary.stats``)
+    and the mean wall time in minutes: the rows of the results table."""
+    rows = {}
     for config in CONFIGS:
         runs = [r for r in records if r["config"] == config]
         if not runs:
             continue
-        per_branch = lambda key: " / ".join(  # noqa: E731
-            _percent([r[key][b] for r in runs]) for b in range(len(runs[0][key]))) or "-"
-        lines.append(f"| {config} | {len(runs)} | {_percent([r['base_top1'] for r in runs])} | "
-                     f"{_percent([r['joint_top1'] for r in runs])} | "
+        per_branch = lambda key: [summary.stats([r[key][b] for r in runs])  # noqa: E731
+                                  for b in range(len(runs[0][key]))]
+        rows[config] = {
+            "seeds": len(runs),
+            **{key: summary.stats([r.get(key) for r in runs])
+               for key in ("base_top1", "joint_top1", "joint_fixes_test", "joint_breaks_test")},
+            **{key: per_branch(key) for key in ("aux_group_top1_held_out",
+                                                "base_group_top1_held_out")},
+            "wall_minutes": round(float(np.mean([r["wall_seconds"] for r in runs])) / 60, 1)}
+    return rows
+
+
+def _percent(stats):
+    """A figure in percent, mean ± standard error over the seeds (BUILD_NOTES's ±)."""
+    return "-" if stats is None else f"{100 * stats['mean']:.2f} ± {100 * stats['se']:.2f}"
+
+
+def markdown(rows, comparisons):
+    lines = ["| config | seeds | base top-1 (+TR) | joint top-1 (+JP) | branch group top-1, "
+             "held-out | base's implied group top-1, held-out | joint fixes / breaks, test | "
+             "wall (min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for config, row in rows.items():
+        per_branch = lambda key: " / ".join(map(_percent, row[key])) or "-"  # noqa: E731
+        lines.append(f"| {config} | {row['seeds']} | {_percent(row['base_top1'])} | "
+                     f"{_percent(row['joint_top1'])} | "
                      f"{per_branch('aux_group_top1_held_out')} | "
                      f"{per_branch('base_group_top1_held_out')} | "
-                     f"{_percent([r.get('joint_fixes_test') for r in runs])} / "
-                     f"{_percent([r.get('joint_breaks_test') for r in runs])} | "
-                     f"{np.mean([r['wall_seconds'] for r in runs]) / 60:.1f} |")
+                     f"{_percent(row['joint_fixes_test'])} / "
+                     f"{_percent(row['joint_breaks_test'])} | {row['wall_minutes']:.1f} |")
     lines += ["", "| comparison (paired, points) | differences by seed | mean ± SE | verdict |",
               "|---|---|---|---|"]
     for name, c in comparisons.items():
@@ -255,21 +275,39 @@ def markdown(records, comparisons):
     return "\n".join(lines)
 
 
+def summarize(report):
+    """The report's derived figures, from its own records: the results table, the paired
+    comparisons and each selection candidate's wall time in minutes (BUILD_NOTES prints
+    them; ``tables`` rebuilds them from a committed docs/fair_test.json without the runs)."""
+    report["comparisons"] = compare(report["runs"])
+    report["table"] = table(report["runs"])
+    for candidate in ((report.get("selection") or {}).get("candidates") or {}).values():
+        candidate["wall_minutes"] = round(candidate["wall_seconds"] / 60, 1)
+    report["command"] = "python3 models/fair_test_fashion_mnist.py all"
+    return report
+
+
+def tables_phase(docs):
+    path = os.path.join(docs, "fair_test.json")
+    report = summarize(run_files.read_json(path))
+    run_files.write_json(path, report)
+    print(markdown(report["table"], report["comparisons"]))
+
+
 def report_phase(runs, docs):
     records = collect(runs)
     if not records:
         raise SystemExit(f"no finished test run in {runs}: run the test phase first.")
-    comparisons = compare(records)
     selection_path = os.path.join(runs, "selection.json")
-    run_files.write_json(os.path.join(docs, "fair_test.json"), {
+    report = summarize({
         "protocol": ("BUILD_NOTES.md, 'Fair test on Fashion-MNIST (issue 10): protocol', "
                      "committed before the first run (db1edb1). Seeds paired; alpha fixed from "
                      "the held-out sweep of phase 1; verdict 'beats' when mean - 2 SE > 0, "
                      "'below' when mean + 2 SE < 0."),
         "selection": run_files.read_json(selection_path) if os.path.exists(selection_path) else None,
         "runs": records,
-        "comparisons": comparisons,
     })
+    run_files.write_json(os.path.join(docs, "fair_test.json"), report)
     baseline = summary.stats([r["base_top1"] for r in records if r["config"] == "baseline"])
     if baseline:
         run_files.write_json(os.path.join(docs, "quick_start_reference.json"), {
@@ -283,12 +321,13 @@ def report_phase(runs, docs):
                                  for c in CONFIGS] for seed in SEEDS},
         title="Fashion-MNIST fair test: deployed output (joint; base for baseline)",
         ylabel="test top-1")
-    print(markdown(records, comparisons))
+    print(markdown(report["table"], report["comparisons"]))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=("groupings", "select", "test", "report", "all"))
+    parser.add_argument("phase", choices=("groupings", "select", "test", "report", "tables",
+                                          "all"))
     parser.add_argument("--runs", default="runs/fair_test", help="Folder of the runs.")
     parser.add_argument("--docs", default="docs", help="Folder of the report.")
     args = parser.parse_args(argv)
@@ -300,6 +339,8 @@ def main(argv=None):
         test_phase(args.runs)
     if args.phase in ("report", "all"):
         report_phase(args.runs, args.docs)
+    if args.phase == "tables":
+        tables_phase(args.docs)
 
 
 if __name__ == "__main__":

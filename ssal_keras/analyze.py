@@ -16,8 +16,9 @@ Commands (each writes JSON and a PNG; by default into ``DIR/analysis/``):
   several runs' metrics and analyses (top-1 of every output, the share of base and joint
   mistakes within each branch's groups, ...), as a Markdown table, JSON and the averaged curves.
 - ``curves --model_dir=DIR [--model_dir=DIR2 ...] [--output=FILE.png]``: training loss and
-  evaluation top-1 of every output per epoch, from each run's ``metrics.json`` (PNG only;
-  default ``DIR/analysis/curves.png``; ``--output`` is required for several runs).
+  evaluation top-1 of every output per epoch, from each run's ``metrics.json`` (default
+  ``DIR/analysis/curves.png``; ``--output`` is required for several runs); the JSON beside
+  the PNG holds the values the figure's lines were drawn with, per run.
 
 ``--model_dir`` may be repeated for ``curves`` only; the other commands take one run folder.
 """
@@ -25,6 +26,8 @@ Commands (each writes JSON and a PNG; by default into ``DIR/analysis/``):
 import json
 import math
 import os
+import shlex
+import sys
 
 import numpy as np
 from absl import flags
@@ -42,7 +45,8 @@ _MODEL_DIR = flags.DEFINE_multi_string("model_dir", [], "A run folder holding mo
                                        "curves: repeatable, a folder holding metrics.json.")
 _OUTPUT = flags.DEFINE_string("output", None, "cam: the PNG file (default DIR/analysis/cam.png); "
                               "its JSON goes beside it. curves: the PNG file (default "
-                              "DIR/analysis/curves.png; required for several runs).")
+                              "DIR/analysis/curves.png; required for several runs); "
+                              "the JSON of the drawn values goes beside it.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "adversarial, errors: the folder of the "
                                   "JSON and PNG files (default DIR/analysis); summary: required.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "cam: images in all, half of them "
@@ -274,6 +278,9 @@ def summary_command():
     groups = []
     for entry in _RUNS.value:
         label, equals, pattern = entry.partition("=")
+        if label == "command":
+            raise cli.UsageError(f"--runs={entry}: 'command' is taken (the JSON records the "
+                                 "command under it); choose another label.")
         if not equals or not label or not pattern:
             raise cli.UsageError(f"--runs={entry} must be LABEL=GLOB, e.g. "
                                  "--runs=ssal=runs/fashion_mnist_ssal_seed*.")
@@ -289,7 +296,9 @@ def summary_command():
         print(f"wrote {path}", flush=True)
     table = summary.markdown_table(report)
     runs.write_text(f"{prefix}.md", table)
-    _write(f"{prefix}.json", report)
+    # The command that made it, beside the groups (a label may not be "command", below).
+    _write(f"{prefix}.json", {**report, "command": "python3 -m ssal_keras.analyze "
+                              + shlex.join(sys.argv[1:])})
     print(table, flush=True)
 
 
@@ -367,8 +376,12 @@ def curves_command():
         epochs, train_loss, top1 = _read_curves(model_dir)
         curves.append({"label": _run_label(model_dir, model_dirs), "epochs": epochs,
                        "train_loss": train_loss, "top1": top1})
-    plots.training_curves(output, curves)
+    drawn = plots.training_curves(output, curves)
     print(f"wrote {output}", flush=True)
+    # The figure's values, read back from its lines: a user re-plots or checks them.
+    _write(os.path.splitext(output)[0] + ".json",
+           {"runs": [{"model_dir": model_dir, **run}
+                     for model_dir, run in zip(model_dirs, drawn)]})
 
 
 def run(command):

@@ -1,7 +1,7 @@
 """Plumbing shared by the command-line entry points: one-line errors, never a traceback.
 
 Each entry module defines its own absl flags (never imported from the package, so flags are
-defined once: PITFALLS.md) and hands its body to ``run``.
+defined once: docs/stack_notes.md, section 7) and hands its body to ``run``.
 """
 
 import sys

@@ -4,12 +4,14 @@
 
 1. trains a small pre-activation ResNet baseline with ``model.fit``;
 2. groups the ten labels from its confusion matrix on held-out training images
-   (``balanced_grouping``, join similar: SPEC section 2);
+   (``balanced_grouping``, join similar: docs/method.md, section 2);
 3. trains the same network with two SSAL branches (3 and 5 groups) on the same data;
 4. reports test accuracy: baseline, +TR (SSAL-trained, base output) and +JP (joint output).
 """
 
 import os
+import shlex
+import sys
 import time
 
 from absl import flags
@@ -23,6 +25,9 @@ _TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 10000, "Test images used 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs of each training run.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of weights, data order and grouping ties.")
+_REPORT = flags.DEFINE_string("report", None, "If set, a JSON file of the printed test "
+                              "figures, the settings and the command (BUILD_NOTES: "
+                              "docs/demo.json).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "If set, the groupings and the SSAL "
                                   "model (ssal.keras) are written there.")
 
@@ -152,10 +157,14 @@ def _report_accuracy(baseline, model, groupings, test_images, test_labels):
     tr_acc = float(np.mean(predictions[outputs.BASE].argmax(-1) == test_labels))
     jp_acc = float(np.mean(predictions[outputs.JOINT].argmax(-1) == test_labels))
     print(f"  baseline {baseline_acc:.4f} | +TR (base) {tr_acc:.4f} | +JP (joint) {jp_acc:.4f}")
+    figures = {"baseline_top1": baseline_acc, "base_top1": tr_acc, "joint_top1": jp_acc,
+               "aux_group_top1": []}
     for index, g in enumerate(groupings):
         name = outputs.aux_name(index)
         acc = float(np.mean(predictions[name].argmax(-1) == g[test_labels]))
         print(f"  {name} ({g.max() + 1} groups) group accuracy {acc:.4f}")
+        figures["aux_group_top1"].append(acc)
+    return figures
 
 
 def _save(model, groupings, output_dir):
@@ -183,7 +192,14 @@ def run():
     baseline = _train_baseline(fit_images, fit_labels, num_classes)
     groupings = _make_groupings(baseline, *held, num_classes)
     model = _train_ssal(fit_images, fit_labels, groupings, num_classes)
-    _report_accuracy(baseline, model, groupings, test_images, test_labels)
+    figures = _report_accuracy(baseline, model, groupings, test_images, test_labels)
+    if _REPORT.value:
+        runs.write_json(_REPORT.value, {
+            "command": "python3 -m ssal_keras.demo " + shlex.join(sys.argv[1:]),
+            "settings": {name: flags.FLAGS[name].value for name in (
+                "train_examples", "test_examples", "epochs", "batch_size", "seed")},
+            "test": figures})
+        print(f"  wrote {_REPORT.value}")
     if _OUTPUT_DIR.value:
         _save(model, groupings, _OUTPUT_DIR.value)
 

@@ -1,4 +1,4 @@
-r"""Builds a label grouping file for an SSAL branch (SPEC section 2).
+r"""Builds a label grouping file for an SSAL branch (docs/method.md, section 2).
 
 Reads a confusion matrix or a label distance matrix (.npy or .csv), runs the balanced
 clustering of supplement section A and writes one group id per line in label order:
@@ -13,7 +13,7 @@ only, or with --tie_break=authors; join_similar, the paper's default, or split_s
 error prints one line, `group: error: ...`, and exits with code 2.
 
 --tie_break=authors reproduces the authors' `create_grouping_v2` (keras/helper.py:42-188,
-AUTHORS.md section 10) exactly, ties included, with their random draws taken from
+docs/authors_settings.md, section 10.2) exactly, ties included, with their random draws taken from
 `numpy.random.RandomState(--seed)`: a confusion matrix is turned into their distances
 (`confusion_distance(..., maximum="raw")`), and --criterion selects their split-similar rule
 for groups at distance 0 (for --kind=distance too, where it defaults to join_similar).

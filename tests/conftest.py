@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
-# absl must never parse pytest's argv (PITFALLS.md, absl flags).
+# absl must never parse pytest's argv (docs/stack_notes.md, section 7).
 flags.FLAGS.mark_as_parsed()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,15 +48,39 @@ def write_idx(path, array):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
+#: Set to 1 to give the tests the fake Fashion-MNIST even where the real one is installed
+#: (to see which tests skip on it, and that the others pass on it).
+FAKE_DATA_ENV = "SSAL_TESTS_FAKE_FASHION_MNIST"
+
+
+def real_fashion_mnist():
+    """Whether ``fashion_dir`` holds real Fashion-MNIST images (Debian's, installed) rather
+    than the learnable fake that stands in for them."""
+    from ssal_keras import data
+
+    return os.path.isdir(data.FASHION_MNIST_DIR) and os.environ.get(FAKE_DATA_ENV) != "1"
+
+
+def only_on_real_fashion_mnist(what):
+    """A mark that skips its test on the fake data (before any fixture is built): ``what``
+    (a figure measured on real Fashion-MNIST: an accuracy, an attack's effect) says nothing
+    about the fake, which a tiny run learns from mean brightness alone."""
+    return pytest.mark.skipif(
+        not real_fashion_mnist(),
+        reason=f"{what} holds on real Fashion-MNIST only; the tests run on the fake stand-in "
+               f"(Fashion-MNIST is not installed, or {FAKE_DATA_ENV}=1)")
+
+
 @pytest.fixture(scope="session")
 def fashion_dir(tmp_path_factory):
-    """A small Fashion-MNIST in IDX files: real images where installed, else a learnable fake."""
+    """A small Fashion-MNIST in IDX files: real images where installed, else a learnable fake
+    (``real_fashion_mnist`` says which): the class sets the mean brightness."""
     from ssal_keras import data
 
     folder = tmp_path_factory.mktemp("fashion")
     rng = np.random.default_rng(0)
     for split, count in (("train", 1200), ("test", 300)):
-        if os.path.isdir(data.FASHION_MNIST_DIR):
+        if real_fashion_mnist():
             images, labels = data.load_fashion_mnist(split)
             images, labels = images[:count, ..., 0], labels[:count]
         else:

@@ -18,7 +18,13 @@ from ssal_keras import runs as run_files
 from ssal_keras.analysis import attacks, cam, error_analysis
 from ssal_keras.modeling.model import aux_name
 from ssal_keras.training import RunConfig, train
-from tests.conftest import ROOT, one_error_line, run_cli, run_clis_at_once
+from tests.conftest import (
+    ROOT,
+    one_error_line,
+    only_on_real_fashion_mnist,
+    run_cli,
+    run_clis_at_once,
+)
 
 SSAL_RECIPE = os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")
 BASELINE_RECIPE = os.path.join(ROOT, "models", "fashion_mnist_baseline.flags")
@@ -192,13 +198,30 @@ def test_bim_lowers_the_base_accuracy_of_a_trained_model(runs, analysed):
         _png(os.path.join(folder, "analysis", "adversarial_bim.png"))
         clean, attacked = report["results"]  # epsilons sorted: 0 first
         assert clean["epsilon"] == 0 and attacked["epsilon"] == 0.03
+        # Against chance (0.9 on the real and the fake data alike: ten balanced classes).
         assert clean["base_error"] < 0.7, "the tiny run should have learnt something (chance: 0.9)"
-        assert attacked["base_error"] > clean["base_error"] + 0.2
+        assert attacked["base_error"] > clean["base_error"]
         assert attacked["bim_iterations"] == attacks.bim_iterations(0.03) == 10
     printed = [json.loads(line) for line in analysed["bim_ssal"].stdout.splitlines()
                if line.startswith("{")]
     assert printed == _json(os.path.join(runs["ssal"][0], "analysis",
                                          "adversarial_bim.json"))["results"]
+
+
+@only_on_real_fashion_mnist("BIM's cost at epsilon 0.03 (a quarter of the top-1)")
+def test_bim_at_epsilon_0_03_costs_a_fashion_mnist_model_a_quarter_of_its_accuracy(
+        runs, analysed):
+    # What an attack of a given size costs is a property of the data: on real Fashion-MNIST
+    # BIM at 7.65 levels takes a quarter or more of what a tiny run gets right (measured:
+    # 35-45%, depending on how far 45 steps trained it). On the fake stand-in (the class is
+    # the mean brightness, 19 levels apart) it depends on that spacing instead, so there it
+    # would pass or fail for the wrong reason. Relative to the clean accuracy, so a tiny run
+    # that trained less (another data order) is held to the same bar.
+    for kind in ("ssal", "baseline"):
+        report = _json(os.path.join(runs[kind][0], "analysis", "adversarial_bim.json"))
+        clean, attacked = report["results"]
+        cost = attacked["base_error"] - clean["base_error"]
+        assert cost > 0.25 * (1 - clean["base_error"]), (kind, clean, attacked)
 
 
 def test_attacks_stay_in_the_epsilon_ball_and_the_pixel_range(runs):
@@ -320,15 +343,79 @@ def test_curves_of_one_run_go_into_its_analysis_folder(runs, curves):
     results, _ = curves
     path = os.path.join(runs["ssal"][0], "analysis", "curves.png")
     _png(path, min_size=(800, 300))
-    assert results["one"][1].strip() == f"wrote {path}"
-    assert len(_metrics(runs["ssal"][0])["history"]) == 3  # the curves' epochs
+    assert results["one"][1].splitlines() == [f"wrote {path}", f"wrote {path[:-4]}.json"]
+    history = _metrics(runs["ssal"][0])["history"]
+    drawn, = _json(f"{path[:-4]}.json")["runs"]
+    assert drawn["epochs"] == [r["epoch"] for r in history] == [1, 2, 3]
+    assert drawn["train_loss"] == [r["train_loss"] for r in history]
+    assert drawn["top1"] == {"base": [r["eval"]["base_top1"] for r in history],
+                             "joint": [r["eval"]["joint_top1"] for r in history],
+                             **{aux_name(b): [r["eval"]["aux_top1"][b] for r in history]
+                                for b in range(2)}}
 
 
 def test_curves_of_two_runs_share_one_figure(runs, curves):
     results, output = curves
     _png(output, min_size=(800, 300))
-    assert results["two"][1].strip() == f"wrote {output}"
+    assert results["two"][1].splitlines() == [f"wrote {output}", f"wrote {output[:-4]}.json"]
     assert not os.path.exists(os.path.join(runs["baseline"][0], "analysis", "curves.png"))
+
+
+def _epoch_record(epoch, loss, base, joint=None, aux=()):
+    """One ``history`` record of ``metrics.json`` as the trainer writes it."""
+    return {"epoch": epoch, "train_loss": loss,
+            "eval": {"base_top1": base, "base_top5": 0.9, "joint_top1": joint,
+                     "joint_top5": None if joint is None else 0.95, "aux_top1": list(aux),
+                     "mistakes_within_group": {"base": [0.5] * len(aux),
+                                               "joint": [0.5] * len(aux)}},
+            "learning_rate": 0.05, "seconds": 3.5}
+
+
+def _hand_written_run(folder, history):
+    """A run folder holding only a ``metrics.json`` of ``history`` (a finished run's)."""
+    os.makedirs(folder)
+    (folder / "metrics.json").write_text(json.dumps({
+        **history[-1]["eval"], "params": 78_042,
+        "epochs": len(history), "num_replicas": 1,
+        "compute": {"xla": False, "dtype_policy": "float32"}, "train_images_per_sec": 900.0,
+        "wall_seconds": 12.0, "completed": True, "history": history}))
+    return str(folder)
+
+
+def test_curves_draw_the_numbers_of_metrics_json(tmp_path):
+    """Hand-written histories (every output's top-1 different, a missing training loss):
+    the lines of the figure, read back from it into the JSON beside it, hold exactly them."""
+    ssal = _hand_written_run(tmp_path / "ssal_seed7", [
+        _epoch_record(1, 2.0625, 0.4125, 0.4375, (0.75, 0.55)),
+        _epoch_record(2, 1.3125, 0.5875, 0.6, (0.8125, 0.65)),
+        _epoch_record(3, 0.96875, 0.6625, 0.6875, (0.84375, 0.7))])
+    baseline = _hand_written_run(tmp_path / "baseline_seed7", [
+        _epoch_record(1, None, 0.3), _epoch_record(2, 1.5, 0.45)])
+    both = str(tmp_path / "compared.png")
+    results = run_clis_at_once({
+        "one": ("ssal_keras.analyze", "curves", f"--model_dir={ssal}"),
+        "two": ("ssal_keras.analyze", "curves", f"--model_dir={ssal}",
+                f"--model_dir={baseline}", f"--output={both}")})
+    for name, (returncode, _, stderr) in results.items():
+        assert returncode == 0, (name, stderr[-3000:])
+    ssal_lines = {"epochs": [1, 2, 3], "train_loss": [2.0625, 1.3125, 0.96875],
+                  "top1": {"base": [0.4125, 0.5875, 0.6625], "joint": [0.4375, 0.6, 0.6875],
+                           "aux_0": [0.75, 0.8125, 0.84375], "aux_1": [0.55, 0.65, 0.7]}}
+    baseline_lines = {"epochs": [1, 2], "train_loss": [None, 1.5], "top1": {"base": [0.3, 0.45]}}
+
+    one = os.path.join(ssal, "analysis", "curves")
+    _png(f"{one}.png", min_size=(800, 300))
+    assert _json(f"{one}.json") == {"runs": [{
+        "model_dir": ssal, "label": "ssal_seed7", **ssal_lines,
+        "legend": {"train_loss": "ssal_seed7", "top1": {k: k for k in ssal_lines["top1"]}}}]}
+
+    _png(both, min_size=(800, 300))
+    assert _json(f"{both[:-4]}.json") == {"runs": [
+        {"model_dir": ssal, "label": "ssal_seed7", **ssal_lines,
+         "legend": {"train_loss": "ssal_seed7",
+                    "top1": {k: f"ssal_seed7 {k}" for k in ssal_lines["top1"]}}},
+        {"model_dir": baseline, "label": "baseline_seed7", **baseline_lines,
+         "legend": {"train_loss": "baseline_seed7", "top1": {"base": "baseline_seed7 base"}}}]}
 
 
 # --- bad input --------------------------------------------------------------------------------

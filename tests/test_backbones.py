@@ -1,5 +1,5 @@
-"""Tests of ssal_keras.backbones: the seven paper backbones (SPEC section 3), their taps
-(SPEC section 4), tiny variants of each family, save/load, and argument errors.
+"""Tests of ssal_keras.backbones: the seven paper backbones (docs/method.md, section 3), their taps
+(docs/method.md, section 4), tiny variants of each family, save/load, and argument errors.
 
 The big models are built once per module (``_big``) and never trained; everything that
 runs data uses tiny variants or a single image.
@@ -29,14 +29,15 @@ _NUM_CLASSES = {
 }
 
 # Keras count_params() (BatchNorm moving statistics included): ours, pinned exactly, and the
-# paper's figure (SPEC section 3). Ours are within 0.12% of every figure.
+# paper's figure (docs/method.md, section 3). Ours are within 0.12% of every figure.
 _PARAMS = {
-    "resnet18_tiny_imagenet": (11_289_928, 11.29e6),  # SPEC: "about 11.29M"
+    "resnet18_tiny_imagenet": (11_289_928, 11.29e6),  # docs/method.md, section 3: "about 11.29M"
     "resnet50_cifar": (23_772_644, 23.8e6),
     "se_wrn_16_8": (11_107_156, 11.1e6),
     "wrn_28_10": (36_564_932, 36.6e6),
-    # No figure in the SPEC; the DenseNet paper gives 0.8M for DenseNet-BC 100-12 (CIFAR):
-    # our trainable weights number 800,032 (plus 23,988 BN moving statistics).
+    # No figure in the paper (docs/method.md, section 3); the DenseNet paper gives 0.8M for
+    # DenseNet-BC 100-12 (CIFAR): our trainable weights number 800,032 (plus 23,988 BN moving
+    # statistics).
     "densenet_bc_100_12": (824_020, None),
     "densenet_bc_190_40": (26_078_580, 26.1e6),
     # torchvision's ResNet50: 25,557,032 trainable, exactly torchvision's (+53,120 BN stats).
@@ -111,7 +112,7 @@ _STAGE_TAPS = {
     },
 }
 
-# The SPEC section 4 positions (as ssal_keras.PAPER_MODELS uses them):
+# The positions of docs/method.md, section 4 (as ssal_keras.PAPER_MODELS uses them):
 # (tap, layer_name, channels, stride).
 _PAPER_POSITIONS = {
     "resnet18_tiny_imagenet": [("stage1", "stage1_block2_out", 64, 4)],
@@ -467,7 +468,7 @@ def test_bad_normalization(normalization):
         backbones.build("resnet50_cifar", num_classes=10, normalization=normalization)
 
 
-# --- The authors' versions (AUTHORS.md sections 4-6 and 9) ----------------------------------
+# --- The authors' versions (docs/authors_settings.md, sections 4-6 and 9) -----------------------
 def _layers_of(model, kind):
     return [layer for layer in model.layers if isinstance(layer, kind)]
 
@@ -531,7 +532,8 @@ def test_wrn_28_10_downsamples_with_two_max_pools():
 
 def test_resnet50_imagenet_is_torchvisions():
     """Stride on the 3x3 conv of each stage's first block, no conv biases, projection
-    shortcuts with BN, PyTorch's symmetric paddings, 25,557,032 trainable (AUTHORS.md 9.5)."""
+    shortcuts with BN, PyTorch's symmetric paddings, 25,557,032 trainable (docs/authors_settings.md,
+    section 9.5)."""
     model = _big("resnet50_imagenet")
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     assert trainable == 25_557_032

@@ -1,5 +1,6 @@
 """Datasets and input pipelines: every source, caps, held-out part, augmentation, strategies."""
 
+import functools
 import gzip
 import json
 import os
@@ -17,6 +18,7 @@ from ssal_keras.data import sources
 from tests.conftest import write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUFFER = "buffer:10000"  # raw tf.data datasets have no random access for a full shuffle
 
 
 def write_image(path, image):
@@ -577,7 +579,8 @@ def bright_positions(batch):
 def first_batch(augment, *, seed=0, dataset=None, batch_size=256):
     dataset = dataset or dot_images(256)
     images, labels = next(iter(data.train_pipeline(dataset, batch_size=batch_size,
-                                                   augment=augment, seed=seed)))
+                                                   augment=augment, seed=seed,
+                                                   shuffle="buffer:10000")))
     assert images.dtype == tf.float32 and labels.dtype == tf.int32
     return images
 
@@ -595,7 +598,8 @@ def test_shift_flip_flips_some_images():
     assert 0.3 < flipped.mean() < 0.7
 
 
-# Keras's integer shift range 5: choice(range(5)) * choice([-1, +1]) (AUTHORS.md section 7.1).
+# Keras's integer shift range 5: choice(range(5)) * choice([-1, +1])
+# (docs/authors_settings.md, section 7.1).
 KERAS_SHIFTS = np.arange(-4, 5)
 KERAS_SHIFT_P = np.where(KERAS_SHIFTS == 0, 0.2, 0.1)
 
@@ -664,9 +668,9 @@ def test_same_seed_same_batches_new_epoch_new_batches():
         (np.random.default_rng(0).integers(0, 255, (64, 8, 8, 3)).astype(np.uint8),
          np.arange(64, dtype=np.int32)))
 
-    def make(seed, shuffle_buffer=10000):
+    def make(seed, shuffle="buffer:10000"):
         return data.train_pipeline(dataset, batch_size=16, augment="shift_flip", seed=seed,
-                                   drop_remainder=False, shuffle_buffer=shuffle_buffer)
+                                   drop_remainder=False, shuffle=shuffle)
 
     epoch = lambda pipeline: [(x.numpy(), y.numpy()) for x, y in pipeline]  # noqa: E731
     pipeline = make(3)
@@ -678,7 +682,7 @@ def test_same_seed_same_batches_new_epoch_new_batches():
     assert not np.array_equal(first[0][1], second[0][1])  # reshuffled
     assert not np.array_equal(first[0][0], epoch(make(4))[0][0])
     assert sorted(np.concatenate([y for _, y in first])) == list(range(64))
-    unshuffled = make(3, shuffle_buffer=1)
+    unshuffled = make(3, shuffle="buffer:1")
     first, second = epoch(unshuffled), epoch(unshuffled)
     np.testing.assert_array_equal(first[0][1], second[0][1])
     assert not np.array_equal(first[0][0], second[0][0])  # new shifts and flips every epoch
@@ -687,15 +691,16 @@ def test_same_seed_same_batches_new_epoch_new_batches():
 def test_pipeline_batches_and_errors():
     dataset = dot_images(13, size=8, row=4, col=4)
     sizes = lambda batches: [len(y) for _, y in batches]  # noqa: E731
-    assert sizes(data.train_pipeline(dataset, batch_size=4, augment="shift", seed=0)) == [4] * 3
-    assert sizes(data.train_pipeline(dataset, batch_size=4, augment="shift", seed=0,
-                                     drop_remainder=False)) == [4, 4, 4, 1]
-    repeated = data.train_pipeline(dataset, batch_size=4, augment="shift", seed=0, repeat=True)
+    train = functools.partial(data.train_pipeline, dataset, shuffle=BUFFER)
+    assert sizes(train(batch_size=4, augment="shift", seed=0)) == [4] * 3
+    assert sizes(train(batch_size=4, augment="shift", seed=0,
+                       drop_remainder=False)) == [4, 4, 4, 1]
+    repeated = train(batch_size=4, augment="shift", seed=0, repeat=True)
     assert len(list(repeated.take(10))) == 10
     batches = list(data.eval_pipeline(dataset, batch_size=4))
     assert [len(y) for _, y in batches] == [4, 4, 4, 1] and batches[0][0].dtype == tf.float32
     with pytest.raises(ValueError) as error:
-        data.train_pipeline(dataset, batch_size=4, augment="flip", seed=0)
+        train(batch_size=4, augment="flip", seed=0)
     assert "shift_flip" in one_line(error)
     with pytest.raises(ValueError) as error:
         data.eval_pipeline(dataset, batch_size=0)
@@ -737,7 +742,7 @@ dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(13, dtype=np.int
 local = lambda value: [t.numpy().tolist() for t in strategy.experimental_local_results(value)]
 report = {"train": [], "eval": []}
 for x, y in data.distributed_train_dataset(strategy, dataset, global_batch_size=4,
-                                          augment="shift_flip", seed=0):
+                                          augment="shift_flip", seed=0, shuffle="buffer:100"):
     shapes = [list(t.shape) for t in strategy.experimental_local_results(x)]
     report["train"].append({"shapes": shapes, "labels": local(y)})
 for x, y in data.distributed_eval_dataset(strategy, dataset, global_batch_size=4):
@@ -752,11 +757,12 @@ mixed = tf.data.Dataset.range(13).map(
                tf.cast(i, tf.int32)))
 shapes = lambda x: [list(t.shape) for t in strategy.experimental_local_results(x)]
 report["mixed_train"] = [shapes(x) for x, _ in data.distributed_train_dataset(
-    strategy, mixed, global_batch_size=4, augment="shift_flip", seed=0, image_size=6)]
+    strategy, mixed, global_batch_size=4, augment="shift_flip", seed=0, image_size=6,
+    shuffle="buffer:100")]
 # the authors' ImageNet crop and colour jitter: passed through to every input pipeline
 authors = [strategy.experimental_local_results(x) for x, _ in data.distributed_train_dataset(
     strategy, mixed, global_batch_size=4, augment="shift_flip", seed=0, image_size=6,
-    crop_area=(0.3, 4 / 3), color_jitter=0.4)]
+    crop_area=(0.3, 4 / 3), color_jitter=0.4, shuffle="buffer:100")]
 report["authors_shapes"] = [[list(t.shape) for t in step] for step in authors]
 values = np.concatenate([t.numpy().ravel() for step in authors for t in step])
 report["authors_jittered"] = bool(np.abs(values - np.round(values)).max() > 1e-3)
@@ -833,7 +839,7 @@ def test_folder_of_mixed_sizes_with_image_size(tmp_path):
         assert images.min() >= 0 and images.max() <= 255 and images.std() > 10
     # What the trainer passes: the raw splits, with the keyword.
     train = data.train_pipeline(dataset.train, batch_size=4, augment="shift", seed=0,
-                                image_size=16)
+                                image_size=16, shuffle=BUFFER)
     assert next(iter(train))[0].shape == (4, 16, 16, 3)
     with pytest.raises(ValueError) as error:  # the raw split without the keyword
         data.eval_pipeline(dataset.eval, batch_size=4)
@@ -865,7 +871,7 @@ def test_eval_transform_resizes_the_shorter_side_and_crops_the_centre(shape):
         batch, _ = next(iter(data.eval_pipeline(dataset, batch_size=1, image_size=16)))
         np.testing.assert_allclose(batch[0].numpy(), expected, atol=1e-3)
     train, _ = next(iter(data.train_pipeline(dataset, batch_size=1, augment="none", seed=5,
-                                             image_size=16)))
+                                             image_size=16, shuffle=BUFFER)))
     np.testing.assert_allclose(train[0].numpy(), expected, atol=1e-3)
 
 
@@ -881,7 +887,7 @@ def test_random_resized_crop_windows():
     dataset = ramp_images(64)
     size = 16
     shift, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift", seed=0,
-                                             image_size=size, shuffle_buffer=1)))
+                                             image_size=size, shuffle="buffer:1")))
     shift = shift.numpy()
     assert shift.shape == (64, size, size, 3)
     # Bilinear sampling of a ramp: the sampled centres span (size - 1) / size of the window.
@@ -893,7 +899,7 @@ def test_random_resized_crop_windows():
     assert ratios.min() > 0.72 and ratios.max() < 1.38  # 3/4 to 4/3, up to whole pixels
     # Same seed: the same windows; shift_flip mirrors some of them.
     flip, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift_flip",
-                                            seed=0, image_size=size, shuffle_buffer=1)))
+                                            seed=0, image_size=size, shuffle="buffer:1")))
     flip = flip.numpy()
     mirrored = np.array([np.array_equal(f, s[:, ::-1]) for f, s in zip(flip, shift)])
     same = np.array([np.array_equal(f, s) for f, s in zip(flip, shift)])
@@ -913,10 +919,10 @@ def test_default_crop_is_unchanged():
     size = 16
     for augment in ("shift", "shift_flip"):
         batch, _ = next(iter(data.train_pipeline(dataset, batch_size=16, augment=augment,
-                                                 seed=7, image_size=size, shuffle_buffer=1)))
+                                                 seed=7, image_size=size, shuffle="buffer:1")))
         explicit, _ = next(iter(data.train_pipeline(
             dataset, batch_size=16, augment=augment, seed=7, image_size=size,
-            shuffle_buffer=1, crop_area=None, color_jitter=0.0)))
+            shuffle="buffer:1", crop_area=None, color_jitter=0.0)))
         np.testing.assert_array_equal(batch.numpy(), explicit.numpy())
         seeds = tf.data.Dataset.random(seed=7, rerandomize_each_iteration=True).batch(2)
         for (image, _), seed, crop in zip(dataset, seeds.take(16), batch):
@@ -969,13 +975,13 @@ def test_crop_area_in_the_pipeline():
     dataset = ramp_images(64)
     size = 16
     batch, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift", seed=0,
-                                             image_size=size, shuffle_buffer=1,
+                                             image_size=size, shuffle="buffer:1",
                                              crop_area=(0.3, 4 / 3))))
     areas, ratios = ramp_windows(batch.numpy(), size)
     assert areas.min() > 0.28 and areas.max() <= 1.0 and areas.max() - areas.min() > 0.4
     assert ratios.min() > 0.72 and ratios.max() < 1.38
     default, _ = next(iter(data.train_pipeline(dataset, batch_size=64, augment="shift", seed=0,
-                                               image_size=size, shuffle_buffer=1)))
+                                               image_size=size, shuffle="buffer:1")))
     assert ramp_windows(default.numpy(), size)[0].min() < 0.3  # the default reaches 8%
 
 
@@ -1035,7 +1041,7 @@ def test_color_jitter_in_the_pipeline():
     def batch(dataset, **kwargs):
         return next(iter(data.train_pipeline(
             dataset, batch_size=200, augment="shift_flip", seed=1, image_size=8,
-            shuffle_buffer=1, crop_area=(0.3, 4 / 3), **kwargs)))[0].numpy()
+            shuffle="buffer:1", crop_area=(0.3, 4 / 3), **kwargs)))[0].numpy()
 
     # Gray: contrast and saturation keep it, brightness scales it by 0.6..1.4.
     gray = batch(constant_images(200, 100), color_jitter=0.4)
@@ -1058,7 +1064,8 @@ def test_color_jitter_in_the_pipeline():
 def test_crop_area_and_color_jitter_errors():
     dataset = ramp_images(4, height=20, width=30)
     train = lambda **kw: data.train_pipeline(  # noqa: E731
-        dataset, batch_size=2, augment=kw.pop("augment", "shift_flip"), seed=0, **kw)
+        dataset, batch_size=2, augment=kw.pop("augment", "shift_flip"), seed=0, shuffle=BUFFER,
+        **kw)
     for bad in [(0.5, 0.3), (0, 1), (-0.1, 1), 0.3, (0.3,), (0.3, 1, 2), "0.3,1", (True, 1),
                 (0.3, "x", 1.0), (0.3, None), {0.3, 1.0}, (0.3, float("nan")),
                 (0.3, float("inf"))]:
@@ -1121,7 +1128,12 @@ def test_tfds_of_varying_size_under_mock_data():
                                       eval_examples=5)
         assert (dataset.image_shape, dataset.num_classes) == ((16, 16, 3), 1000)
         assert (dataset.num_train, dataset.num_eval, int(held_out.cardinality())) == (4, 5, 2)
-        train = data.train_pipeline(dataset, batch_size=2, augment="shift_flip", seed=0)
+        with pytest.raises(ValueError) as error:  # TFRecord files of varying size: a stream
+            data.train_pipeline(dataset, batch_size=2, augment="shift_flip", seed=0)
+        assert "--file_format=array_record" in one_line(error)
+        assert "--shuffle=buffer:N" in str(error.value)
+        train = data.train_pipeline(dataset, batch_size=2, augment="shift_flip", seed=0,
+                                    shuffle=BUFFER)
         assert [tuple(x.shape) for x, _ in train] == [(2, 16, 16, 3)] * 2
         evaluation = data.eval_pipeline(dataset, batch_size=2)
         assert [tuple(x.shape) for x, _ in evaluation] == [(2, 16, 16, 3)] * 2 + [(1, 16, 16, 3)]
@@ -1140,3 +1152,134 @@ def test_channel_statistics_of_varying_size():
     mean, std = data.channel_statistics(dataset)
     np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
     np.testing.assert_allclose(std, pixels.std(0), rtol=1e-9)
+
+
+# Full shuffle: a new permutation of the whole training split every epoch ------------------
+
+
+def epoch_values(batches):
+    """The first pixel of every image of a pass, in order (each image is filled with its id)."""
+    return [int(v) for x, _ in batches for v in x.numpy()[:, 0, 0, 0]]
+
+
+def id_sources(tmp_path):
+    """Every kind of random-access source, each of 23 training images filled with their id."""
+    (tmp_path / "idx").mkdir()
+    write_fashion_mnist(tmp_path / "idx", num_train=23)
+    write_class_folders(tmp_path / "folder" / "train", [12, 11])
+    write_class_folders(tmp_path / "folder" / "val", [1, 1], start=200)
+    return {"fashion_mnist": dict(data_dir=str(tmp_path / "idx")),
+            f"npz:{write_npz(tmp_path / 'd.npz', num_train=23)}": {},
+            f"folder:{tmp_path / 'folder'}": {}}
+
+
+def test_full_shuffle_permutes_every_example_anew_each_epoch(tmp_path):
+    for spec, kwargs in id_sources(tmp_path).items():
+        dataset, _ = data.load(spec, seed=0, **kwargs)
+        assert dataset.train_example_at is not None, spec
+        stored = sorted(epoch_values(data.train_pipeline(
+            dataset, batch_size=5, augment="none", seed=0, shuffle="buffer:1",
+            drop_remainder=False)))
+        epochs = [epoch_values(data.train_pipeline(dataset, batch_size=5, augment="none",
+                                                   seed=seed, drop_remainder=False))
+                  for seed in (7, 8, 7)]
+        assert all(sorted(order) == stored for order in epochs), spec  # each once, all of them
+        assert epochs[0] == epochs[2] and epochs[0] != epochs[1], spec  # seeded, new each epoch
+        assert epochs[0] != sorted(epochs[0])
+        repeated = epoch_values(data.train_pipeline(dataset, batch_size=23, augment="none",
+                                                    seed=7, repeat=True).take(2))
+        assert repeated[:23] == epochs[0] and sorted(repeated[23:]) == stored
+        assert repeated[23:] != repeated[:23]  # the second pass is another permutation
+
+
+def test_full_shuffle_resumes_at_a_batch_without_reading_the_ones_before():
+    count = 1000
+    positions = list(data.shuffled_positions(count, seed=3).as_numpy_iterator())
+    assert sorted(positions) == list(range(count))
+    assert positions[250:] == list(data.shuffled_positions(count, seed=3, start=250)
+                                   .as_numpy_iterator())
+    # The shares of three input pipelines partition one permutation.
+    shares = [list(data.shuffled_positions(count, seed=3, shard=(3, i)).as_numpy_iterator())
+              for i in range(3)]
+    assert sorted(sum(shares, [])) == list(range(count)) and shares[1] == positions[1::3]
+    for bad in [(0, 0), (2, 2), (2, -1), "2"]:
+        with pytest.raises(ValueError) as error:
+            data.shuffled_positions(count, seed=3, shard=bad)
+        assert "shard" in one_line(error)
+
+
+@pytest.mark.parametrize("image_size", [None, 12])
+def test_skipped_batches_equal_the_rest_of_the_uninterrupted_pass(tmp_path, image_size):
+    """What the trainer relies on to resume mid-epoch: the same batches, augmentation included
+    (per batch; per example with ``image_size``), from the skipped batch on."""
+    write_class_folders(tmp_path / "train", [10, 9], shape=(16, 14, 3))
+    write_class_folders(tmp_path / "val", [1, 1], start=200, shape=(16, 14, 3))
+    dataset, _ = data.load(f"folder:{tmp_path}", image_size=image_size)
+    for shuffle in ("full", "buffer:4"):
+        pipeline = functools.partial(data.train_pipeline, dataset, batch_size=3, seed=5,
+                                     augment="shift_flip", shuffle=shuffle, repeat=True)
+        whole = [x.numpy() for x, _ in pipeline().take(9)]
+        resumed = [x.numpy() for x, _ in pipeline(skip_batches=4).take(5)]
+        assert len(resumed) == 5
+        for a, b in zip(whole[4:], resumed):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_tfds_training_splits_get_random_access(tmp_path):
+    """One image size: read into memory at load; varying sizes in ArrayRecord files: TFDS's
+    data source; in TFRecord files: a stream (test_tfds_of_varying_size_under_mock_data)."""
+    with tfds.testing.mock_data(num_examples=12):
+        dataset, held_out = data.load("tfds:cifar10", data_dir="/nonexistent",
+                                      held_out_examples=3, train_examples=5)
+        in_order = examples(dataset.train)[0]
+        at = np.stack([dataset.train_example_at(tf.constant(i, tf.int64))[0].numpy()
+                       for i in range(5)])
+        np.testing.assert_array_equal(at, in_order)  # the file order, as the stream's
+        assert len(epoch_values(data.train_pipeline(dataset, batch_size=5, augment="none",
+                                                    seed=0))) == 5
+    builder = ArrayRecordImages(data_dir=str(tmp_path), file_format="array_record")
+    builder.download_and_prepare()
+    dataset, held_out = data.load("tfds:array_record_images", data_dir=str(tmp_path),
+                                  image_size=8, held_out_examples=2)
+    assert dataset.num_train == 10 and int(held_out.cardinality()) == 2
+    order = [int(v) for x, _ in data.train_pipeline(dataset, batch_size=5, augment="none",
+                                                    seed=1, drop_remainder=False)
+             for v in x.numpy()[:, 0, 0, 0]]
+    ids = sorted(int(x[0, 0, 0]) for x, _ in dataset.train.as_numpy_iterator())
+    # Resized from uniform images: each id survives the resize exactly.
+    assert sorted(order) == ids and order != ids
+
+
+class ArrayRecordImages(tfds.core.GeneratorBasedBuilder):
+    """12 training images of varying size in ArrayRecord files, image ``i`` filled with ``i``."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"),
+                                     features=tfds.features.FeaturesDict({
+                                         "image": tfds.features.Image(shape=(None, None, 3)),
+                                         "label": tfds.features.ClassLabel(num_classes=2)}))
+
+    def _split_generators(self, _):
+        return {"train": self._generate_examples(range(12)),
+                "test": self._generate_examples(range(100, 104))}
+
+    def _generate_examples(self, ids):
+        for i in ids:
+            yield i, {"image": np.full((8 + i % 5, 9, 3), i, np.uint8), "label": i % 2}
+
+
+def test_shuffle_setting_is_checked_and_old_runs_keep_their_buffer():
+    from ssal_keras.training import RunConfig
+
+    assert RunConfig().shuffle == "full"
+    assert RunConfig(shuffle="buffer:64").shuffle == "buffer:64"
+    for bad in ("buffer", "buffer:0", "buffer:x", "random", ""):
+        with pytest.raises(ValueError) as error:
+            RunConfig(shuffle=bad)
+        assert f"shuffle={bad!r}" in one_line(error) and "buffer:N" in str(error.value)
+    # A run recorded before --shuffle existed shuffled through 10,000 examples: it resumes so.
+    record = RunConfig().to_dict()
+    del record["shuffle"]
+    assert RunConfig.from_dict(record).shuffle == "buffer:10000"

@@ -1,5 +1,6 @@
 """The demo entry point, end to end on a few hundred Fashion-MNIST images."""
 
+import json
 import os
 import re
 
@@ -27,13 +28,22 @@ def error_lines(stderr):
 
 @needs_fashion_mnist
 def test_demo_runs_end_to_end(tmp_path):
+    report_path = tmp_path / "report" / "demo.json"
     result = run_demo("--train_examples=400", "--test_examples=200", "--epochs=1",
-                      f"--output_dir={tmp_path}")
+                      f"--output_dir={tmp_path}", f"--report={report_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     match = re.search(r"baseline (\S+) \| \+TR \(base\) (\S+) \| \+JP \(joint\) (\S+)",
                       result.stdout)
     assert match, result.stdout
     assert all(0.0 <= float(value) <= 1.0 for value in match.groups())
+    # --report: the printed figures, as printed (to 4 decimals), and the command.
+    with open(report_path) as f:
+        report = json.load(f)
+    printed = [float(v) for v in match.groups()]
+    stored = [report["test"][k] for k in ("baseline_top1", "base_top1", "joint_top1")]
+    assert [round(v, 4) for v in stored] == printed
+    assert report["command"].startswith("python3 -m ssal_keras.demo --train_examples=400")
+    assert report["settings"]["epochs"] == 1 and len(report["test"]["aux_group_top1"]) == 2
     # The demo's branches are the SSAL quick start's (models/fashion_mnist_ssal.flags).
     with open(os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")) as f:
         recipe = [line.strip()[2:].split("=", 1) for line in f if line.startswith("--")]

@@ -1,4 +1,4 @@
-"""The runnable examples in the package's docstrings (STYLE.md point 10)."""
+"""The runnable examples in the package's docstrings."""
 
 import doctest
 import importlib

@@ -110,7 +110,8 @@ def _run_onnx(session, images):
 
 
 def _joint_numpy(base, aux, groupings, alpha):
-    """SPEC section 1 in float64: p_base(i) * prod_b p_aux_b(g_b(i)) ** alpha, normalised."""
+    """The joint prediction of docs/method.md, section 1, in float64: p_base(i) * prod_b
+    p_aux_b(g_b(i)) ** alpha, normalised."""
     log = np.log(np.maximum(base.astype("float64"), 1e-38))
     for probs, grouping in zip(aux, groupings):
         log = log + alpha * np.log(np.maximum(probs.astype("float64"), 1e-38))[:, grouping]

@@ -1,15 +1,15 @@
-"""Tests for the balanced grouping of supplement section A / SPEC section 2.
+"""Tests for the balanced grouping of supplement section A / docs/method.md, section 2.
 
 The vectorised `balanced_grouping` is checked against `_reference_grouping`, a slow, literal
-transcription of SPEC section 2 written with plain Python loops and lists, on tie-free random
-matrices (where the seed must not matter) and on integer matrices full of ties (where both use
-the same documented tie convention: tied candidates in increasing index order, one drawn with
+transcription of docs/method.md, section 2 written with plain Python loops and lists, on tie-free
+random matrices (where the seed must not matter) and on integer matrices full of ties (where both
+use the same documented tie convention: tied candidates in increasing index order, one drawn with
 `rng.integers(number_tied)`, the generator consulted only on a real tie).
 
 `balanced_grouping(..., tie_break="authors")` is checked against `_authors_transcription`, a
 literal loop transcription of the authors' `create_grouping_v2` (keras/helper.py:42-188,
-AUTHORS.md section 10), preparation of the confusion matrix included, on tie-heavy integer
-confusion matrices: both must give the identical grouping.
+docs/authors_settings.md, section 10.2), preparation of the confusion matrix included, on tie-heavy
+integer confusion matrices: both must give the identical grouping.
 """
 
 import os
@@ -32,7 +32,7 @@ def _fresh_keras_state():
 
 
 # ---------------------------------------------------------------------------------------------
-# A literal transcription of SPEC section 2, slow on purpose.
+# A literal transcription of docs/method.md, section 2, slow on purpose.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -112,8 +112,9 @@ _HAND = np.array(
 
 
 # ---------------------------------------------------------------------------------------------
-# A literal transcription of the authors' create_grouping_v2 (keras/helper.py:42-188, AUTHORS.md
-# section 10), slow on purpose: same loops, same exact comparisons, same random calls.
+# A literal transcription of the authors' create_grouping_v2 (keras/helper.py:42-188,
+# docs/authors_settings.md, section 10.2), slow on purpose: same loops, same exact comparisons, same
+# random calls.
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The head vocabulary and the paper's head presets (SPEC section 4)."""
+"""The head vocabulary and the paper's head presets (docs/method.md, section 4)."""
 
 import keras
 import numpy as np
@@ -31,7 +31,8 @@ def feature_shape(input_shape, layout):
     return tuple(x.shape[1:])
 
 
-# AUTHORS.md 9.8 and 9.9: widths, and the ImageNet heads' "valid" reductions 27 -> 13 -> 6.
+# docs/authors_settings.md, sections 9.8 and 9.9: widths, and the ImageNet heads' "valid" reductions
+# 27 -> 13 -> 6.
 @pytest.mark.parametrize(
     "layout, input_shape, expected",
     [
@@ -49,8 +50,8 @@ def test_inception_blocks_shapes(layout, input_shape, expected):
 
 
 def test_pools_count_padding_like_the_authors_frameworks():
-    """TF "same" average pooling leaves padded cells out (the Keras heads, AUTHORS.md 9.8);
-    PyTorch's avg_pool2d(padding=1) counts them as zeros (the ImageNet heads, 9.9)."""
+    """TF "same" average pooling leaves padded cells out (the Keras heads, docs/authors_settings.md,
+    section 9.8); PyTorch's avg_pool2d(padding=1) counts them as zeros (the ImageNet heads, 9.9)."""
     ones = np.ones((1, 6, 6, 4), "float32")
     for block, corner in (("inception_e", 1.0), ("inception_e_smaller(1)", 4 / 9)):
         model = head_model((6, 6, 4), [block, "gap"])
@@ -70,7 +71,7 @@ def test_cbr_with_explicit_padding_is_pytorchs():
 
 def test_head_styles_are_the_authors():
     """Keras heads: conv bias, BN 0.99 / 1e-3; PyTorch heads: no bias, BN epsilon 1e-3 and
-    the 1 - 0.9^(100/32) momentum override (AUTHORS.md 5, 9.7, 9.9)."""
+    the 1 - 0.9^(100/32) momentum override (docs/authors_settings.md, sections 5, 9.7 and 9.9)."""
     keras_head = head_model((8, 8, 4), ["cbr(8,3)", "gap"])
     conv = keras_head.get_layer("aux_0_1_cbr_conv")
     bn = keras_head.get_layer("aux_0_1_cbr_bn")
@@ -108,7 +109,8 @@ def test_cbr_stride_and_se_shapes():
 
 # Pinned parameter counts of the paper's CIFAR heads (the authors' Keras layers, conv biases
 # included) at the taps they are attached to (channels, size): ResNet50 CIFAR adds 5.113M to
-# 23.77M = AUTHORS.md 9.1's 28.89M; the DenseNet 190-40 heads add 12.21M to 26.08M = 38.29M.
+# 23.77M = 28.89M (docs/authors_settings.md, section 9.1); the DenseNet 190-40 heads add 12.21M to
+# 26.08M = 38.29M.
 @pytest.mark.parametrize(
     "preset, tap_shape, num_groups, expected",
     [
@@ -125,7 +127,7 @@ def test_paper_head_parameter_counts(preset, tap_shape, num_groups, expected):
 
 
 # The authors' ImageNet InceptionAux heads, trainable parameters: 4.38M / 4.06M / 3.45M
-# (AUTHORS.md 9.9), at layer1-3 of ResNet50 with 200/334/500 groups.
+# (docs/authors_settings.md, section 9.9), at layer1-3 of ResNet50 with 200/334/500 groups.
 @pytest.mark.parametrize(
     "preset, tap_shape, num_groups, expected",
     [

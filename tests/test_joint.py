@@ -1,4 +1,4 @@
-"""JointPrediction against a NumPy log-space reference (SPEC section 1)."""
+"""JointPrediction against a NumPy log-space reference (docs/method.md, section 1)."""
 
 import keras
 import numpy as np

@@ -1,4 +1,5 @@
-"""The paper's SSAL configurations: parameter counts against SPEC sections 3-4 (built, not trained)."""
+"""The paper's SSAL configurations: parameter counts against docs/method.md, sections 3-4 (built,
+not trained)."""
 
 import numpy as np
 import pytest
@@ -8,12 +9,16 @@ import ssal_keras
 # name -> (our exact count, the SSAL figure to compare with, where it comes from). Counts
 # include BatchNorm moving statistics; the ImageNet model is pinned on trainable parameters.
 EXPECTED = {
-    "resnet50_cifar100": (28_886_131, 28.89e6, "AUTHORS.md 9.1; paper 28.9M"),
-    "densenet_bc_190_40_cifar100": (38_287_795, 38.29e6, "AUTHORS.md 9.4; paper 38.3M"),
-    # The paper's 38.2M matches no layout; the authors' code gives 43.25M (AUTHORS.md 9.2).
-    "wrn_28_10_cifar100": (43_248_387, 43.25e6, "AUTHORS.md 9.2"),
-    # No authors' run; Table 8's heads (SPEC: ~14.2M; the paper's 14.9M matches no layout).
-    "se_wrn_16_8_cifar100": (14_184_123, 14.2e6, "SPEC, published layout"),
+    "resnet50_cifar100": (
+        28_886_131, 28.89e6, "docs/authors_settings.md, section 9.1; paper 28.9M"),
+    "densenet_bc_190_40_cifar100": (
+        38_287_795, 38.29e6, "docs/authors_settings.md, section 9.4; paper 38.3M"),
+    # The paper's 38.2M matches no layout; the authors' code gives 43.25M (docs/authors_settings.md,
+    # section 9.2).
+    "wrn_28_10_cifar100": (43_248_387, 43.25e6, "docs/authors_settings.md, section 9.2"),
+    # No authors' run; Table 8's heads (docs/method.md, section 3: ~14.2M; the paper's 14.9M matches
+    # no layout).
+    "se_wrn_16_8_cifar100": (14_184_123, 14.2e6, "docs/method.md, section 3, published layout"),
     "resnet18_tiny_imagenet": (12_475_760, None, None),
     "resnet50_imagenet": (37_536_802, None, None),
 }
@@ -21,7 +26,8 @@ EXPECTED = {
 
 def test_imagenet_ssal_model_is_the_authors_37_45m():
     """torchvision's ResNet50 (25.56M) and the authors' three InceptionAux heads: 37.45M
-    trainable (AUTHORS.md 9.9); the SSAL run zero-initialises each block's last BN."""
+    trainable (docs/authors_settings.md, section 9.9); the SSAL run zero-initialises each block's
+    last BN."""
     model = ssal_keras.paper_model("resnet50_imagenet",
                                    groupings=paper_groupings("resnet50_imagenet"))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)

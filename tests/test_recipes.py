@@ -93,7 +93,7 @@ def test_nested_recipes_override_what_they_say(monkeypatch):
     assert config.epochs == 1 and config.head == ("gap", "gap")
 
 
-# --- Every paper recipe resolves to the authors' settings (AUTHORS.md; BUILD_NOTES table) ---
+# --- Every paper recipe resolves to the authors' settings (docs/authors_settings.md) ---
 def _decay(rate, classes, aux_rate, aux_classes):
     rates = {c: 0.0 for c in ssal_keras.weight_decay.PARAMETER_CLASSES}
     rates.update({c: rate for c in classes})
@@ -104,8 +104,11 @@ def _decay(rate, classes, aux_rate, aux_classes):
 _KERAS_HEADS = dict(conv_bias=True, conv_initializer="he_normal",
                     dense_initializer="glorot_uniform", bn_momentum=0.99, bn_epsilon=1e-3)
 _TORCH_MOMENTUM = 0.9 ** (100 / 32)  # PyTorch momentum 1 - 0.9^(100/32), train.py:57-61
+# shuffle: a new permutation of the whole training set every epoch (keras/train.py:285,
+# keras/helper.py:372-391; pytorch/loader.py:20).
 _CIFAR = dict(dataset="tfds:cifar100", augment="shift_flip", schedule="epoch_triangular",
-              warmup_epochs=10.0, crop_area=[], color_jitter=0.0, image_size=None)
+              warmup_epochs=10.0, crop_area=[], color_jitter=0.0, image_size=None,
+              shuffle="full")
 _RESNET50_CIFAR = dict(
     _CIFAR, backbone="resnet50_cifar", normalization="scale", epochs=80, batch_size=64,
     momentum=0.93, nesterov=False, label_smoothing=0.0)           # run_experiments.py:33-58
@@ -118,7 +121,8 @@ _DENSENET = dict(
     label_smoothing_mode="others")                                # run_experiments.py:100-130
 _IMAGENET = dict(
     dataset="tfds:imagenet2012:train:validation", image_size=224, backbone="resnet50_imagenet",
-    normalization="imagenet", augment="shift_flip", crop_area=[0.3, 1.3333333333333333],
+    normalization="imagenet", augment="shift_flip", shuffle="full",
+    crop_area=[0.3, 1.3333333333333333],
     color_jitter=0.4, epochs=90, batch_size=100, learning_rate=0.0390625, momentum=0.9,
     nesterov=False, schedule="piecewise_linear", warmup_epochs=5.0, label_smoothing=0.0)
 
@@ -155,7 +159,8 @@ AUTHORS_SETTINGS = {
                         "aux_dense_kernel", "aux_dense_bias"], 6e-4, ["aux_conv_kernel"]),
         dict(taps=["stage1_block2", "stage2_block2", "stage2"], loss_weights=[0.8, 0.9, 1.0],
              alpha=0.4, head_style=_KERAS_HEADS, num_groups=[20, 33, 50])),
-    # No authors' run (AUTHORS.md 9.3): their WRN builder with SE, their WRN 28-10 training.
+    # No authors' run (docs/authors_settings.md, section 9.3): their WRN builder with SE, their WRN
+    # 28-10 training.
     "se_wrn_16_8_cifar100_baseline": (
         dict(_WRN, backbone="se_wrn_16_8", learning_rate=0.016),
         dict(style=_WRN_STYLE, downsample="max_pool", se_reduction=16),

@@ -43,11 +43,12 @@ def test_schedule_round_trip_and_errors():
 
 
 
-# --- The authors' two schedules, exactly (AUTHORS.md sections 2.1 and 2.2). ---------------------
+# --- The authors' two schedules, exactly (docs/authors_settings.md, sections 2.1 and 2.2). ----
 
 
 def authors_cifar_rates(peak, steps_per_epoch, epochs, warmup_epochs):
-    """AUTHORS.md 2.1 (keras/helper.py:356-369): one rate per 0-based epoch, repeated per step."""
+    """docs/authors_settings.md, section 2.1 (keras/helper.py:356-369): one rate per 0-based epoch,
+    repeated per step."""
     per_epoch = [peak * (e + 1) / warmup_epochs if e < warmup_epochs
                  else peak * (1 - (e + 1 - warmup_epochs) / (epochs + 1 - warmup_epochs))
                  for e in range(epochs)]
@@ -55,7 +56,8 @@ def authors_cifar_rates(peak, steps_per_epoch, epochs, warmup_epochs):
 
 
 def authors_imagenet_rate(peak, steps_per_epoch, epochs, warmup_epochs, steps):
-    """AUTHORS.md 2.2: np.interp at x = iteration / n, iteration = epoch * n + i, epoch 1-based."""
+    """docs/authors_settings.md, section 2.2: np.interp at x = iteration / n,
+    iteration = epoch * n + i, epoch 1-based."""
     steps = np.asarray(steps, dtype=np.int64)
     n = steps_per_epoch
     epoch, i = steps // n + 1, steps % n
@@ -190,7 +192,7 @@ def test_label_smoothing_matches_the_formula():
 
 def test_label_smoothing_the_authors_way():
     """``"others"``: 1 - s on the label, s/(K-1) on each other class (to_categorical_smooth,
-    AUTHORS.md 7.1), e.g. 0.9 and 0.1/99 for CIFAR100's fine labels."""
+    docs/authors_settings.md, section 7.1), e.g. 0.9 and 0.1/99 for CIFAR100's fine labels."""
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
     labels = np.array([0, 2])
     smoothed = keras.ops.convert_to_numpy(sparse_crossentropy(

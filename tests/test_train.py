@@ -21,7 +21,7 @@ import pytest
 
 import ssal_keras
 from ssal_keras import grouping, runs
-from ssal_keras.training import RunConfig, train
+from ssal_keras.training import RunConfig, train, trainer
 from tests.conftest import (
     ROOT,
     cli_env,
@@ -108,39 +108,77 @@ def test_ssal_run_with_auto_groupings(tmp_path, fashion_dir, baseline_dir):
         assert scores[key] == record[key], key
 
 
+#: ``python -c _KILLED_AT_STEP N ARGS``: ``python -m ssal_keras.train ARGS`` that sends itself
+#: SIGKILL as its N-th training step starts (after the steps, logs and checkpoints before it),
+#: the way tests/test_faults.py kills its runs: at a fixed call, never a race with a parent.
+_KILLED_AT_STEP = r"""
+import os, runpy, signal, sys
+from ssal_keras.training import trainer
+
+when, calls, original = int(sys.argv[1]), [0], trainer.Trainer._run_step
+
+def killing(self, iterator):
+    calls[0] += 1
+    if calls[0] == when:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, iterator)
+
+trainer.Trainer._run_step = killing
+sys.argv[1:] = sys.argv[2:]
+runpy.run_module("ssal_keras.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def _step_losses(lines):
+    """``{"epoch E/N step S/M": loss}`` of a run's progress lines."""
+    return {line.split(" loss ")[0]: float(line.split(" loss ")[1].split()[0])
+            for line in lines if " loss " in line}
+
+
 def test_killed_run_resumes_and_completes_and_ends_with_its_figures(tmp_path, fashion_dir):
     model_dir = str(tmp_path / "killed")
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps({"top1": 0.9123, "std": 0.0021, "seeds": 3,
-                                     "label": "the baseline", "explained_in": "NOTES.md"}))
+                                     "label": "the baseline", "explained_in": "BUILD_NOTES.md"}))
     args = train_args(model_dir, fashion_dir, "--checkpoint_steps=2", "--log_every_steps=1",
                       "--epochs=3", f"--reference={reference}")
-    process = subprocess.Popen([sys.executable, "-m", "ssal_keras.train", *args], cwd=ROOT,
-                               env=cli_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    try:
-        for line in process.stdout:  # kill it mid-epoch 2, between two checkpoints
-            if line.startswith("epoch 2/3 step 5/8"):
-                process.send_signal(signal.SIGKILL)
-                break
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    # 8 steps an epoch: the command kills itself as training step 13 (epoch 2, step 5)
+    # starts, after step 12's checkpoint (epoch 2, step 4), in the middle of epoch 2.
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_STEP, "13", *args], cwd=ROOT,
+                            env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    progress = [line for line in killed.stdout.splitlines() if line.startswith("epoch ")]
+    assert progress[-1].startswith("epoch 2/3 step 4/8 "), progress[-3:]
+    newest = trainer.checkpoint_files(os.path.join(model_dir, "checkpoints"))[0]
+    assert os.path.basename(newest) == "ckpt-12"
     assert not os.path.exists(os.path.join(model_dir, "model.keras"))
     assert metrics(model_dir)["completed"] is False
+    assert [r["epoch"] for r in metrics(model_dir)["history"]] == [1]
 
     result = run_train(*args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming from checkpoint" in result.stdout and "epoch 2, step 4 of 8" in result.stdout
-    assert "epoch 2/3 step 5/8" in result.stdout and "epoch 1/3 step" not in result.stdout
+    assert f"resuming from checkpoint {newest}: epoch 2, step 4 of 8" in result.stdout
+    resumed = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert resumed[0].startswith("epoch 2/3 step 5/8 "), resumed[:3]
+    assert "epoch 1/3 step" not in result.stdout
     record = metrics(model_dir)
     assert record["completed"] and [r["epoch"] for r in record["history"]] == [1, 2, 3]
     assert not [p for p in os.listdir(model_dir) if p.startswith(".partial")]
+    # The resumed steps are the uninterrupted run's: the same epoch's permutation (the full
+    # shuffle) from the same step on, the same augmentation, so the same losses step by step.
+    whole = run_train(*train_args(str(tmp_path / "whole"), fashion_dir, "--checkpoint_steps=2",
+                                  "--log_every_steps=1", "--epochs=3"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    uninterrupted = _step_losses(whole.stdout.splitlines())
+    after_kill = _step_losses(resumed)
+    assert len(after_kill) == 12 and set(after_kill) <= set(uninterrupted)
+    np.testing.assert_allclose([after_kill[k] for k in after_kill],
+                               [uninterrupted[k] for k in after_kill], atol=2e-4)
     # It ends with the reference, its own figures and where they are explained.
     assert result.stdout.strip().splitlines()[-3:] == [
         "reference: test top-1 0.9123 ± 0.0021, the baseline (3 seed(s))",
         f"this run: base output top-1 {record['base_top1']:.4f}",
-        "explained in: NOTES.md"]
+        "explained in: BUILD_NOTES.md"]
 
     # Once complete, the same command says so and repeats its results without training.
     result = run_train(*args)

@@ -1,4 +1,5 @@
-"""Which parameters decay and at which rate (ssal_keras.weight_decay, AUTHORS.md section 3)."""
+"""Which parameters decay and at which rate (ssal_keras.weight_decay, docs/authors_settings.md,
+section 3)."""
 
 import keras
 import numpy as np

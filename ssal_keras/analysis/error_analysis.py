@@ -2,8 +2,8 @@
 
 Each branch is compared with the base classifier at the branch's own level, the group: the
 base's vote for group ``g_b(argmax p_base)`` against the branch's ``argmax p_aux_b``. Where they
-disagree one of them must be wrong about the group; the joint prediction (SPEC section 1) lets
-the branch overrule the base there. ``alpha_sweep`` scores the joint prediction over a range of
+disagree one of them must be wrong about the group; the joint prediction (docs/method.md, section 1)
+lets the branch overrule the base there. ``alpha_sweep`` scores the joint prediction over a range of
 exponents on data the model was not trained on (the run's held-out images), so that the
 exporter's ``--alpha`` can take the best one.
 """

@@ -152,22 +152,34 @@ def training_curves(path, curves):
             ``top1`` (dict ``{output name: values}``, values float or None). Each output keeps
             its colour (``base``, ``joint``, ``aux_<b>``); with several runs, each run has its
             own line style and its label before the output's.
+
+    Returns:
+        list of dict. What the figure's lines hold, read back from them, in the form of
+        ``curves`` (one per run: ``label``, ``epochs``, ``train_loss``, ``top1``; a point not
+        drawn is None), and ``legend`` (``{"train_loss": str, "top1": {output: str}}``, each
+        line's legend label). ``python -m ssal_keras.analyze curves`` writes it beside the
+        PNG.
     """
     if not curves:
         raise ValueError("no runs to draw.")
     figure = Figure(figsize=(12.0, 4.4))
     loss_axes, top1_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     several = len(curves) > 1
+    drawn_lines = []
     for index, run in enumerate(curves):
         style = _RUN_STYLES[index % len(_RUN_STYLES)]
         loss = np.asarray([np.nan if v is None else v for v in run["train_loss"]], dtype=float)
-        loss_axes.plot(run["epochs"], loss, marker="o", linestyle=style, label=run["label"],
-                       color=_RUN_COLOURS[index % len(_RUN_COLOURS)])
+        loss_line, = loss_axes.plot(run["epochs"], loss, marker="o", linestyle=style,
+                                    label=run["label"],
+                                    color=_RUN_COLOURS[index % len(_RUN_COLOURS)])
+        top1_lines = {}
         for name, values in run["top1"].items():
             values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
             colour, marker = _series_style(name)
-            top1_axes.plot(run["epochs"], values, marker=marker, color=colour, linestyle=style,
-                           label=f"{run['label']} {name}" if several else name)
+            top1_lines[name], = top1_axes.plot(
+                run["epochs"], values, marker=marker, color=colour, linestyle=style,
+                label=f"{run['label']} {name}" if several else name)
+        drawn_lines.append((run["label"], loss_line, top1_lines))
     for axes, title, ylabel in ((loss_axes, "Training loss", "mean training loss"),
                                 (top1_axes, "Evaluation top-1", "top-1 accuracy")):
         axes.set_title(title)
@@ -179,3 +191,22 @@ def training_curves(path, curves):
     if not several:
         figure.suptitle(curves[0]["label"])
     _save(figure, path)
+    return [_drawn_run(label, loss_line, top1_lines)
+            for label, loss_line, top1_lines in drawn_lines]
+
+
+def _points(values):
+    """A line's y values as JSON-ready numbers, None where no point is drawn (NaN)."""
+    return [None if np.isnan(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+def _drawn_run(label, loss_line, top1_lines):
+    """One run's lines of ``training_curves``, read back from the figure's artists (every
+    line of a run is drawn at the run's epochs)."""
+    epochs = [float(e) for e in loss_line.get_xdata()]
+    return {"label": label,
+            "epochs": [int(e) if e.is_integer() else e for e in epochs],
+            "train_loss": _points(loss_line.get_ydata()),
+            "top1": {name: _points(line.get_ydata()) for name, line in top1_lines.items()},
+            "legend": {"train_loss": loss_line.get_label(),
+                       "top1": {name: line.get_label() for name, line in top1_lines.items()}}}

@@ -1,7 +1,7 @@
 """Accuracy of every output of a classifier: the paper's baseline, +TR and +JP numbers.
 
-SPEC section 1: +TR is the SSAL-trained model's ``base`` output, +JP its ``joint`` output;
-each branch is scored on its own targets (the group of the label).
+docs/method.md, section 1: +TR is the SSAL-trained model's ``base`` output, +JP its ``joint``
+output; each branch is scored on its own targets (the group of the label).
 """
 
 import numpy as np

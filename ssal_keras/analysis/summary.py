@@ -20,13 +20,14 @@ _GROUP_LINE_STYLES = ("--", "-", ":", "-.")
 
 
 def stats(values):
-    """Mean, sample standard deviation, min, max and count of the non-None values (None when
-    there are none)."""
+    """Mean, sample standard deviation, standard error of the mean (sd / sqrt(n)), min, max and
+    count of the non-None values (None when there are none)."""
     values = [v for v in values if v is not None]
     if not values:
         return None
     array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "se": std / float(np.sqrt(array.size)),
             "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
 
 

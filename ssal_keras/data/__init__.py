@@ -4,7 +4,8 @@
   unbatched splits of raw pixels (``Dataset``), with caps and a held-out part. Damaged or
   inconsistent data (cut files, undecodable, empty, 16-bit or oversized images, stray labels,
   NaN or out-of-range pixels) is refused there, before training, in one line naming the file.
-- ``pipelines``: shuffling, the authors' augmentation (AUTHORS.md section 7; SPEC section 5),
+- ``pipelines``: shuffling (by default a new permutation of the whole training split every
+  epoch, ``shuffled_positions``), the authors' augmentation (docs/authors_settings.md, section 7),
   batching, per-replica sharding under a ``tf.distribute`` strategy, per-channel statistics;
   for images of varying size (``load(..., image_size=N)``), ImageNet's random-resized crops
   (TensorFlow's, or torchvision's with ``crop_area``), colour jitter and centre crops.
@@ -33,6 +34,7 @@ from ssal_keras.data.pipelines import (
     MAX_SHIFT,
     augment_batch,
     channel_statistics,
+    check_shuffle,
     color_jitter_parameters,
     crop_window,
     default_augmentation,
@@ -42,6 +44,8 @@ from ssal_keras.data.pipelines import (
     random_color_jitter,
     random_resized_crop,
     resize_and_center_crop,
+    parse_shuffle,
+    shuffled_positions,
     train_pipeline,
 )
 from ssal_keras.data.sources import SPEC_FORMS, Dataset, load
@@ -56,6 +60,7 @@ __all__ = [
     "SPEC_FORMS",
     "augment_batch",
     "channel_statistics",
+    "check_shuffle",
     "color_jitter_parameters",
     "crop_window",
     "default_augmentation",
@@ -67,5 +72,7 @@ __all__ = [
     "random_color_jitter",
     "random_resized_crop",
     "resize_and_center_crop",
+    "parse_shuffle",
+    "shuffled_positions",
     "train_pipeline",
 ]

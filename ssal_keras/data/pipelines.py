@@ -1,12 +1,12 @@
 """Input pipelines: shuffling, the authors' augmentation, batching, per-replica sharding.
 
 Augmentation lives here, in ``tf.data``, not in the model: it cannot be XLA compiled, and the
-exported model must not contain it (PITFALLS.md). Images stay raw pixels (0..255, float32);
-normalisation is the model's first layer (``backbones.build(..., normalization=...)``).
+exported model must not contain it (docs/stack_notes.md, section 5). Images stay raw pixels (0..255,
+float32); normalisation is the model's first layer (``backbones.build(..., normalization=...)``).
 
 Augmentations (``augment``):
 
-- ``"shift_flip"``: the authors' CIFAR augmentation (AUTHORS.md section 7.1; SPEC section 5):
+- ``"shift_flip"``: the authors' CIFAR augmentation (docs/authors_settings.md, section 7.1):
   Keras's ``ImageDataGenerator(width_shift_range=5, height_shift_range=5,
   horizontal_flip=True, fill_mode='reflect')``. With an *integer* range, keras_preprocessing
   draws each shift as ``choice(range(5)) * choice([-1, +1])``: the row and the column shift
@@ -36,7 +36,7 @@ epoch: the same ``seed`` gives the same batches.
 Images of varying size (``image_size=N``: a ``Dataset`` loaded with ``load(...,
 image_size=N)``, or the keyword of the pipelines for a raw ``tf.data.Dataset``): every image
 becomes ``N x N`` before batching, one example at a time (``num_parallel_calls=AUTOTUNE``),
-the ImageNet way (SPEC section 5, ResNet50 ImageNet; the transforms of the reference
+the ImageNet way (docs/authors_settings.md, section 7.2; the transforms of the reference
 TensorFlow and PyTorch ResNet50 recipes), bilinear resizing, pixels kept in 0..255 float32:
 
 - evaluation (``resize_and_center_crop``): the shorter side resized to
@@ -57,8 +57,9 @@ TensorFlow and PyTorch ResNet50 recipes), bilinear resizing, pixels kept in 0..2
     ``h = round(sqrt(area / ratio))``; the first that fits (``0 < w <= W``, ``0 < h <= H``) is
     placed uniformly; if none fits, the largest centred crop with the aspect ratio clamped to
     3/4..4/3 (the whole image when its own ratio is in range). ``max`` may exceed 1: such
-    areas never fit and are redrawn. The authors' ImageNet loader (AUTHORS.md section 7.2)
-    uses ``(0.3, 4/3)``; torchvision's default is ``(0.08, 1)``.
+    areas never fit and are redrawn. The authors' ImageNet loader
+    (docs/authors_settings.md, section 7.2) uses ``(0.3, 4/3)``; torchvision's default is
+    ``(0.08, 1)``.
   - ``color_jitter=s`` (> 0): torchvision's ``ColorJitter(brightness=s, contrast=s,
     saturation=s, hue=0)`` (the authors': 0.4): three factors, each uniform in
     ``1 - s .. 1 + s``, applied in a random order per image: brightness (blend with black),
@@ -86,6 +87,9 @@ PIXEL_RANGE = (0.0, 255.0)  # raw pixels: the colour jitter clamps to this
 RESIZE_METHOD = "bilinear"
 _NO_FLIP_DATASETS = ("fashion_mnist", "mnist", "emnist", "kmnist", "svhn_cropped")
 _PIPELINE_SEED_STRIDE = 1_000_003
+SHUFFLE_FORMS = "full, or buffer:N (N >= 1 examples; buffer:1 keeps the source's order)"
+#: The shuffle of runs recorded before ``--shuffle`` existed (a 10,000-example buffer).
+LEGACY_SHUFFLE = "buffer:10000"
 
 
 def default_augmentation(spec):
@@ -339,9 +343,9 @@ def _train_transform(image, seed, *, image_size, augment, crop_area, color_jitte
     return image
 
 
-def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
+def train_pipeline(dataset, *, batch_size, augment, seed, shuffle="full",
                    drop_remainder=True, repeat=False, image_size=None, crop_area=None,
-                   color_jitter=0.0):
+                   color_jitter=0.0, skip_batches=0, shard=(1, 0)):
     """Shuffled, augmented, batched training input.
 
     Args:
@@ -350,9 +354,20 @@ def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
         batch_size: int. Examples per batch.
         augment: str. One of ``AUGMENTATIONS``.
         seed: int. Seeds the shuffle and the augmentation (both change every epoch).
-        shuffle_buffer: int. Shuffle buffer size (examples).
+        shuffle: str. ``"full"``: a new seeded permutation of the whole split every pass
+            (``shuffled_positions``; needs a ``Dataset`` whose source allows random access);
+            ``"buffer:N"``: ``tf.data``'s shuffle through an N-example buffer, for a
+            ``tf.data.Dataset`` or a source read front to back (``parse_shuffle``).
         drop_remainder: bool. Drop the last partial batch (keep True under a strategy).
         repeat: bool. Repeat forever (reshuffled each pass).
+        skip_batches: int. Start at this batch: the same batches, with the same
+            augmentation, as the pipeline without it from that batch on. A full shuffle
+            skips positions without reading them; a buffer reads and drops the batches.
+        shard: ``(count, index)``. Read only this input pipeline's share: with a full
+            shuffle every ``count``-th position of the one permutation (seeded ``seed``)
+            from ``index``, so the shares partition each pass; with a buffer ``tf.data``'s
+            ``shard`` of the split. Share ``index``'s augmentation and buffer are seeded
+            ``seed + 1000003 * index``.
         image_size: int or None. Random-resized crops of this side, for images of varying
             size (module docstring); None: a ``Dataset``'s own ``image_size``, else the images'
             common size is kept. Given with a ``Dataset``, it must equal its ``image_size``.
@@ -373,27 +388,116 @@ def train_pipeline(dataset, *, batch_size, augment, seed, shuffle_buffer=10000,
     _check_augment(augment)
     _check_positive("batch_size", batch_size)
     crop_area, color_jitter = _check_crop_area(crop_area), _check_color_jitter(color_jitter)
+    kind = parse_shuffle(shuffle)[0]
     examples, image_size = _split_and_size(dataset, "train", image_size)
     _check_image_augmentation(image_size, augment, crop_area, color_jitter)
-    examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        examples = examples.repeat()
+    shard = _check_shard(shard)
+    # A full shuffle starts at batch ``skip_batches`` without reading what comes before it; a
+    # buffer draws its order as it reads, so it reads those batches and drops them (below).
+    skipped = skip_batches if kind == "full" else 0
+    examples = _ordered_examples(dataset, examples, shuffle, seed=seed, repeat=repeat,
+                                 shard=shard, start=skipped * batch_size)
+    seed += _PIPELINE_SEED_STRIDE * shard[1]
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     if image_size is not None:  # per example, before batching: the sizes vary
-        transformed = tf.data.Dataset.zip((examples, seeds)).map(
+        transformed = tf.data.Dataset.zip((examples, seeds.skip(skipped * batch_size))).map(
             lambda example, s: (_train_transform(example[0], s, image_size=image_size,
                                                  augment=augment, crop_area=crop_area,
                                                  color_jitter=color_jitter), example[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         batches = transformed.batch(batch_size, drop_remainder=drop_remainder)
-        return batches.prefetch(tf.data.AUTOTUNE)
-    batches = examples.batch(batch_size, drop_remainder=drop_remainder)
-    augmented = tf.data.Dataset.zip((batches, seeds)).map(
-        lambda batch, s: _to_float(augment_batch(batch[0], s, augment=augment), batch[1]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return augmented.prefetch(tf.data.AUTOTUNE)
+    else:
+        batches = tf.data.Dataset.zip((examples.batch(batch_size, drop_remainder=drop_remainder),
+                                       seeds.skip(skipped))).map(
+            lambda batch, s: _to_float(augment_batch(batch[0], s, augment=augment), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return batches.skip(skip_batches - skipped).prefetch(tf.data.AUTOTUNE)
+
+
+def _ordered_examples(dataset, examples, shuffle, *, seed, repeat, shard, start):
+    """The training examples of one input pipeline in ``shuffle``'s order, from ``start``
+    (full shuffle only; ``train_pipeline``'s arguments)."""
+    kind, buffer_size = parse_shuffle(shuffle)
+    if kind == "full":
+        check_shuffle(dataset, shuffle)
+        positions = shuffled_positions(dataset.num_train, seed=seed, start=start,
+                                       repeat=repeat, shard=shard)
+        return positions.map(dataset.train_example_at, num_parallel_calls=tf.data.AUTOTUNE)
+    count, index = shard
+    if count > 1:
+        examples = examples.shard(count, index)
+    examples = examples.shuffle(buffer_size, seed=seed + _PIPELINE_SEED_STRIDE * index,
+                                reshuffle_each_iteration=True)
+    return examples.repeat() if repeat else examples
+
+
+def parse_shuffle(spec):
+    """``(kind, buffer size)`` of a ``shuffle`` setting: ``("full", None)`` or
+    ``("buffer", N)``.
+
+    Raises:
+        ValueError: any other value, in one line naming the valid forms.
+    """
+    if spec == "full":
+        return "full", None
+    kind, _, size = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind == "buffer" and size.isdigit() and int(size) >= 1:
+        return "buffer", int(size)
+    raise ValueError(f"shuffle={spec!r}: must be {SHUFFLE_FORMS}.")
+
+
+def shuffled_positions(count, *, seed, start=0, repeat=False, shard=(1, 0)):
+    """The order of a full shuffle: positions into a split of ``count`` examples.
+
+    Pass ``r`` over the split is the permutation
+    ``tf.random.experimental.index_shuffle(i, [seed, r], count - 1)`` for ``i`` in
+    ``0..count-1``: a new permutation of every example each pass (the authors' Keras loader
+    permutes the whole training set every epoch), computed from the position alone, so a
+    resumed run starts anywhere in it without reading what comes before.
+
+    Args:
+        count: int. Examples in the split.
+        seed: int. The permutation's seed (the trainer's: ``seed + epoch``).
+        start: int. Position in this shard's sequence to begin at.
+        repeat: bool. Go on with pass 1, 2, ... (each its own permutation) forever.
+        shard: ``(shards, index)``. Every ``shards``-th position of the one sequence, from
+            ``index``: the input pipelines' shares of each pass are disjoint and complete.
+
+    Returns:
+        A ``tf.data.Dataset`` of int64 positions.
+    """
+    shards, index = _check_shard(shard)
+    if count < 1:
+        raise ValueError(f"a full shuffle needs at least one example; the split has {count}.")
+    total = None if repeat else -(-(count - index) // shards)  # this shard's share of a pass
+    steps = tf.data.Dataset.range(start, total) if total is not None else (
+        tf.data.Dataset.counter(start))
+    last = tf.constant(count - 1, tf.int64)
+
+    def position(step):
+        sequence = tf.cast(step, tf.int64) * shards + index
+        key = tf.stack([tf.constant(seed, tf.int64), sequence // count])
+        return tf.random.experimental.index_shuffle(sequence % count, key, last)
+
+    return steps.map(position)
+
+
+def check_shuffle(dataset, shuffle):
+    """Raises a one-line ValueError unless ``shuffle`` is valid and, for ``"full"``,
+    ``dataset`` gives random access to its training examples (``Dataset.train_example_at``)."""
+    if parse_shuffle(shuffle)[0] != "full":
+        return
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"shuffle='full' needs random access to the examples, which a "
+                         f"{type(dataset).__name__} does not give; pass the Dataset of "
+                         "ssal_keras.data.load, or shuffle='buffer:N'.")
+    if dataset.train_example_at is None:
+        raise ValueError("shuffle='full' needs random access to the training examples, and "
+                         "this source is read front to back (TFDS TFRecord files too large "
+                         "for memory); prepare it with 'tfds build --file_format=array_record' "
+                         "or pass --shuffle=buffer:N (e.g. buffer:10000).")
 
 
 def eval_pipeline(dataset, *, batch_size, image_size=None):
@@ -423,16 +527,16 @@ def eval_pipeline(dataset, *, batch_size, image_size=None):
 
 
 def distributed_train_dataset(strategy, dataset, *, global_batch_size, augment, seed,
-                              shuffle_buffer=10000, repeat=False, skip_steps=0,
-                              image_size=None, crop_area=None, color_jitter=0.0):
+                              shuffle="full", repeat=False, skip_steps=0, image_size=None,
+                              crop_area=None, color_jitter=0.0):
     """``train_pipeline`` per input pipeline, through ``distribute_datasets_from_function``.
 
-    Each input pipeline (one per worker) reads its shard of the examples
-    (``shard(num_input_pipelines, input_pipeline_id)``; no shard with one pipeline) and batches
-    ``global_batch_size / num_replicas_in_sync`` per replica, dropping the remainder. Pipeline
-    ``i`` is seeded ``seed + 1000003 * i`` (pipeline 0 equals ``train_pipeline(seed=seed)``).
-    With several workers the shards differ in size: prefer ``repeat=True`` and a fixed number
-    of steps per epoch (``num_train // global_batch_size``).
+    Each input pipeline (one per worker) reads its share of the examples (``train_pipeline``'s
+    ``shard``: of the one permutation under a full shuffle, ``tf.data``'s ``shard`` under a
+    buffer) and batches ``global_batch_size / num_replicas_in_sync`` per replica, dropping the
+    remainder; pipeline 0 equals ``train_pipeline(seed=seed)``. With several
+    workers the shares differ in size: prefer ``repeat=True`` and a fixed number of steps per
+    epoch (``num_train // global_batch_size``).
 
     Args:
         strategy: tf.distribute.Strategy.
@@ -441,7 +545,7 @@ def distributed_train_dataset(strategy, dataset, *, global_batch_size, augment, 
             ``strategy.num_replicas_in_sync``.
         augment: str. One of ``AUGMENTATIONS``.
         seed: int. Base seed of the shuffle and the augmentation.
-        shuffle_buffer: int. Shuffle buffer size per pipeline.
+        shuffle: str. As in ``train_pipeline``: ``"full"`` or ``"buffer:N"`` (per pipeline).
         repeat: bool. Repeat forever.
         skip_steps: int. Global steps to skip: a resumed run continues its epoch where the
             checkpoint left it (the order is the same for the same seed).
@@ -454,23 +558,20 @@ def distributed_train_dataset(strategy, dataset, *, global_batch_size, augment, 
     """
     _check_global_batch(strategy, global_batch_size)
     _check_augment(augment)
+    parse_shuffle(shuffle)
     crop_area, color_jitter = _check_crop_area(crop_area), _check_color_jitter(color_jitter)
-    examples, image_size = _split_and_size(dataset, "train", image_size)
-    _check_image_augmentation(image_size, augment, crop_area, color_jitter)
+    _, image_size = _split_and_size(dataset, "train", image_size)
 
     def input_fn(context):
-        shard = examples
-        if context.num_input_pipelines > 1:
-            shard = shard.shard(context.num_input_pipelines, context.input_pipeline_id)
-        batches = train_pipeline(
-            shard, batch_size=context.get_per_replica_batch_size(global_batch_size),
-            augment=augment, seed=seed + _PIPELINE_SEED_STRIDE * context.input_pipeline_id,
-            shuffle_buffer=shuffle_buffer, drop_remainder=True, repeat=repeat,
-            image_size=image_size, crop_area=crop_area, color_jitter=color_jitter,
-        )
         # A global step takes one batch per replica, and a pipeline feeds several replicas.
         replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
-        return batches.skip(skip_steps * replicas_per_pipeline)
+        return train_pipeline(
+            dataset, batch_size=context.get_per_replica_batch_size(global_batch_size),
+            augment=augment, seed=seed, shuffle=shuffle, drop_remainder=True, repeat=repeat,
+            image_size=image_size, crop_area=crop_area, color_jitter=color_jitter,
+            skip_batches=skip_steps * replicas_per_pipeline,
+            shard=(context.num_input_pipelines, context.input_pipeline_id),
+        )
 
     return strategy.distribute_datasets_from_function(input_fn)
 
@@ -580,6 +681,17 @@ def _split_and_size(dataset, name, image_size):
 
 def _to_float(images, labels):
     return tf.cast(images, tf.float32), labels
+
+
+def _check_shard(shard):
+    """``shard`` as ``(count, index)`` with ``0 <= index < count``; a one-line ValueError."""
+    valid = (isinstance(shard, (tuple, list)) and len(shard) == 2
+             and all(isinstance(v, (int, np.integer)) for v in shard)
+             and 0 <= shard[1] < shard[0])
+    if not valid:
+        raise ValueError(f"`shard` must be (count, index) with 0 <= index < count. Received: "
+                         f"shard={shard!r}")
+    return int(shard[0]), int(shard[1])
 
 
 def _check_augment(augment):

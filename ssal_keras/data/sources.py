@@ -29,6 +29,14 @@ Selection, so that runs compare:
 
 Every returned split has a known ``cardinality()`` equal to its count.
 
+Random access (``Dataset.train_example_at``), which the full shuffle of the input pipelines
+needs (a new permutation of the whole training split every epoch, as the authors' loaders
+draw): Fashion-MNIST IDX and npz arrays, folder file lists, and TFDS training splits of one
+image size that fit in ``TFDS_IN_MEMORY_BYTES`` (read into memory at load: CIFAR, Tiny
+ImageNet at 64x64), and other TFDS sets prepared as ArrayRecord files (``tfds build
+--file_format=array_record``: ImageNet), through TFDS's data source. TFDS sets in TFRecord
+files that do not fit in memory are read front to back and need ``--shuffle=buffer:N``.
+
 Image sizes: without ``image_size`` every image of a dataset must have one static
 ``(H, W, C)`` (a TFDS dataset of variable-size images, as ``imagenet2012``, or a folder of
 mixed sizes is refused). With ``image_size=N``, images may have any height and width (the
@@ -70,6 +78,10 @@ _HELD_OUT_SEED = 20200110  # fixed: the held-out part must not depend on the run
 _EVAL_ORDER_SEED = 1
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _PIXEL_CHECK_CHUNK = 4096  # images per step of the pixel check
+#: A TFDS training split of one image size up to this many bytes of pixels (CIFAR's 50,000
+#: images: 154 MB) is read into memory at load, which gives the full shuffle random access;
+#: a larger one, or one of varying sizes (ImageNet), is read front to back from its files.
+TFDS_IN_MEMORY_BYTES = 4 * 2**30
 _VERSION = re.compile(r"[0-9*]+\.[0-9*]+\.[0-9*]+")
 # TFDS datasets whose ``test`` split has no labels (-1): the default evaluation split is
 # ``validation`` (imagenet2012 5.1.0 added an unlabelled test split).
@@ -95,6 +107,10 @@ class Dataset:
         num_eval: int. Examples in ``eval`` (after the cap).
         image_size: int or None. The side the input pipelines resize and crop every image to
             (``load(..., image_size=N)``); None: images are used at their own, common size.
+        train_example_at: callable or None. Random access to ``train``: an int64 scalar
+            tensor ``i`` (``0 <= i < num_train``) to the ``(image, label)`` that ``train``
+            gives at position ``i``, usable in ``tf.data`` maps (the full shuffle of
+            ``pipelines.train_pipeline``). None where the source is read front to back.
     """
 
     train: tf.data.Dataset
@@ -105,14 +121,31 @@ class Dataset:
     num_train: int
     num_eval: int
     image_size: int | None = None
+    train_example_at: object = None
 
 
 @dataclasses.dataclass
 class _IndexedSplit:
-    """A split held in memory (arrays or file names): ``read(indices)`` in any order."""
+    """A split held in memory (arrays or file names), read in any order.
+
+    ``example_at``: an int64 scalar tensor (an index) to its ``(image, label)``, in ``tf.data``
+    maps. ``seeded_order``: whether ``train_examples`` keeps the first N after a shuffle
+    seeded by ``seed`` (False: in the source's own order, as TFDS's files have it).
+    """
 
     count: int
-    read: object  # callable: int array -> unbatched tf.data.Dataset
+    example_at: object  # callable: int64 scalar tensor -> (image, label)
+    seeded_order: bool = True
+
+    def read(self, indices):
+        """The examples at ``indices`` (an int array), in that order, unbatched."""
+        return tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64)).map(
+            self.example_at, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def example_at_each(self, indices):
+        """``example_at`` through ``indices``: position ``i`` gives example ``indices[i]``."""
+        table = tf.constant(np.asarray(indices, np.int64))
+        return lambda position: self.example_at(tf.gather(table, position))
 
 
 @dataclasses.dataclass
@@ -172,8 +205,8 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
     if held_out_examples >= source.train.count:
         raise ValueError(f"`held_out_examples`={held_out_examples} leaves no training example: "
                          f"{spec} has {source.train.count}.")
-    train, held_out, num_train = _select_train(source.train, held_out_examples,
-                                               train_examples, seed)
+    train, held_out, num_train, train_example_at = _select_train(
+        source.train, held_out_examples, train_examples, seed)
     eval_, num_eval = _select_eval(source.eval, eval_examples)
     if image_size is None:
         image_shape = tuple(int(d) for d in source.image_shape)
@@ -181,7 +214,8 @@ def load(spec, *, data_dir=None, train_examples=None, eval_examples=None,
         image_shape = (image_size, image_size, int(source.image_shape[-1]))
     dataset = Dataset(train=train, eval=eval_, num_classes=len(source.class_names),
                       class_names=list(source.class_names), image_shape=image_shape,
-                      num_train=num_train, num_eval=num_eval, image_size=image_size)
+                      num_train=num_train, num_eval=num_eval, image_size=image_size,
+                      train_example_at=train_example_at)
     return dataset, held_out
 
 
@@ -208,14 +242,19 @@ def _held_out_indices(count, held_out_examples):
 
 
 def _select_train(split, held_out_examples, train_examples, seed):
-    """``(train, held_out or None, num_train)``; the module docstring says which examples."""
+    """``(train, held_out or None, num_train, train_example_at or None)``; the module docstring
+    says which examples."""
     held = _held_out_indices(split.count, held_out_examples)
     num_train = split.count - held_out_examples
     if train_examples is not None:
         num_train = min(num_train, train_examples)
+    example_at = None
     if isinstance(split, _IndexedSplit):
         rest = np.setdiff1d(np.arange(split.count), held)
-        train = split.read(np.random.default_rng(seed).permutation(rest)[:num_train])
+        if split.seeded_order:
+            rest = np.random.default_rng(seed).permutation(rest)
+        chosen = rest[:num_train]
+        train, example_at = split.read(chosen), split.example_at_each(chosen)
         held_out = split.read(held) if held_out_examples else None
     else:
         train, held_out = _filter_stream(split.dataset, held, split.count)
@@ -223,7 +262,7 @@ def _select_train(split, held_out_examples, train_examples, seed):
     train = train.apply(tf.data.experimental.assert_cardinality(num_train))
     if held_out is not None:
         held_out = held_out.apply(tf.data.experimental.assert_cardinality(held_out_examples))
-    return train, held_out, num_train
+    return train, held_out, num_train, example_at
 
 
 def _filter_stream(dataset, held, count):
@@ -243,7 +282,10 @@ def _filter_stream(dataset, held, count):
 def _select_eval(split, eval_examples):
     count = split.count if eval_examples is None else min(split.count, eval_examples)
     if isinstance(split, _IndexedSplit):
-        eval_ = split.read(np.random.default_rng(_EVAL_ORDER_SEED).permutation(split.count)[:count])
+        order = np.arange(split.count)
+        if split.seeded_order:
+            order = np.random.default_rng(_EVAL_ORDER_SEED).permutation(split.count)
+        eval_ = split.read(order[:count])
     else:
         eval_ = split.dataset.take(count)
     return eval_.apply(tf.data.experimental.assert_cardinality(count)), count
@@ -252,24 +294,23 @@ def _select_eval(split, eval_examples):
 # In-memory sources: Fashion-MNIST IDX files, npz, folders ----------------------------------
 
 
-def _array_split(images, labels):
+def _array_split(images, labels, *, seeded_order=True):
     """An ``_IndexedSplit`` over arrays; non-uint8 images become float32."""
     if images.dtype != np.uint8:
         images = images.astype(np.float32)
-    labels = labels.astype(np.int32)
-    return _IndexedSplit(len(images),
-                         lambda i: tf.data.Dataset.from_tensor_slices((images[i], labels[i])))
+    images, labels = tf.constant(images), tf.constant(labels.astype(np.int32))
+    return _IndexedSplit(int(images.shape[0]),
+                         lambda i: (tf.gather(images, i), tf.gather(labels, i)), seeded_order)
 
 
 def _file_split(split, image_shape):
-    def decode(path, label):
-        return image_folder.decode_file(path, label, image_shape=image_shape)
+    paths, labels = tf.constant(split.paths), tf.constant(split.labels)
 
-    def read(indices):
-        files = tf.data.Dataset.from_tensor_slices((split.paths[indices], split.labels[indices]))
-        return files.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    def example_at(index):
+        return image_folder.decode_file(tf.gather(paths, index), tf.gather(labels, index),
+                                        image_shape=image_shape)
 
-    return _IndexedSplit(len(split.paths), read)
+    return _IndexedSplit(len(split.paths), example_at)
 
 
 def _fashion_mnist_source(data_dir):
@@ -437,8 +478,54 @@ def _tfds_source(rest, data_dir, mixed_sizes=False):
                          "pass --image_size=N to resize them (load(..., image_size=N)).")
     if not hasattr(label_feature, "names"):
         raise ValueError(f"tfds:{name}: its label {label_key!r} is not a ClassLabel.")
-    splits = [_tfds_split(builder, name, s, data_dir) for s in (train_split, eval_split)]
-    return _Source(*splits, list(label_feature.names), shape)
+    if str(builder.info.file_format).lower().endswith("array_record"):
+        # ArrayRecord files (tfds build --file_format=array_record) are read through TFDS's
+        # data source, any example by its index (TFDS has no tf.data reader for them).
+        train, eval_ = (_data_source_split(builder.as_data_source(split=s),
+                                           (image_key, label_key), shape)
+                        for s in (train_split, eval_split))
+    else:
+        train, eval_ = (_tfds_split(builder, name, s, data_dir)
+                        for s in (train_split, eval_split))
+        train = _random_access(train, shape)
+    return _Source(train, eval_, list(label_feature.names), shape)
+
+
+def _random_access(split, shape):
+    """A TFDS training split from TFRecord files with random access, for the full shuffle:
+    read into memory when its images have one size and fit in ``TFDS_IN_MEMORY_BYTES``; else
+    the stream as it was."""
+    if None not in shape and split.count * int(np.prod(shape)) <= TFDS_IN_MEMORY_BYTES:
+        return _in_memory(split)
+    return split
+
+
+def _data_source_split(source, keys, shape):
+    """An ``_IndexedSplit`` over a TFDS data source (ArrayRecord files: any example by its
+    index, decoded by TFDS in Python)."""
+    image_key, label_key = keys
+
+    dtype = np.uint8 if np.asarray(source[0][image_key]).dtype == np.uint8 else np.float32
+
+    def read(index):  # as _supervised_example converts the streamed examples
+        example = source[int(index)]
+        return np.asarray(example[image_key]).astype(dtype), np.int32(example[label_key])
+
+    def example_at(index):
+        image, label = tf.numpy_function(read, [index], (tf.as_dtype(dtype), tf.int32),
+                                         stateful=False)
+        return tf.ensure_shape(image, shape), tf.ensure_shape(label, ())
+
+    return _IndexedSplit(len(source), example_at, seeded_order=False)
+
+
+def _in_memory(split):
+    """A TFDS split of one image size read into memory (``_random_access``)."""
+    images, labels = [], []
+    for image_batch, label_batch in split.dataset.batch(4096).as_numpy_iterator():
+        images.append(image_batch)
+        labels.append(label_batch)
+    return _array_split(np.concatenate(images), np.concatenate(labels), seeded_order=False)
 
 
 def _parse_tfds(rest):

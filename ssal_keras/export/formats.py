@@ -103,7 +103,8 @@ def write_staged(path, write, *, place=put_in_place):
 # --- the self-check ----------------------------------------------------------------------
 @contextlib.contextmanager
 def _no_tf32():
-    # TF32 is on by default on Ampere and newer GPUs; it would blur the comparison (PITFALLS).
+    # TF32 is on by default on Ampere and newer GPUs; it would blur the comparison
+    # (docs/stack_notes.md, section 4).
     import tensorflow as tf
 
     enabled = tf.config.experimental.tensor_float_32_execution_enabled()

@@ -1,11 +1,12 @@
-"""Balanced grouping of labels (supplement section A / SPEC section 2).
+"""Balanced grouping of labels (supplement section A / docs/method.md, section 2).
 
 An SSAL branch predicts a *grouping* of the `C` fine labels: one group id in `0..k-1` per
 label. This package builds such groupings from a label distance matrix with the authors'
 balanced clustering, turns a confusion matrix into a distance matrix, and reads, writes and
 validates grouping files (one integer group id per line, in label order: the authors' format).
 `balanced_grouping(..., tie_break="authors")` with `confusion_distance(..., maximum="raw")`
-reproduces the authors' `create_grouping_v2` exactly, ties included (AUTHORS.md section 10).
+reproduces the authors' `create_grouping_v2` exactly, ties included (docs/authors_settings.md,
+section 10.2).
 
 Modules (every public name is re-exported here, e.g. ``grouping.balanced_grouping``):
 

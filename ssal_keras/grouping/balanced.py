@@ -1,11 +1,11 @@
-"""The authors' balanced grouping of labels (supplement section A / SPEC section 2).
+"""The authors' balanced grouping of labels (supplement section A / docs/method.md, section 2).
 
 `balanced_grouping` splits the labels into balanced groups of mutually close labels, given a
 label distance matrix; `grouping_from_confusion` does so for a confusion matrix, through
 `confusion_distance`. Two tie-break modes (`TIE_BREAKS`): `"random"`, ties within `TIE_RTOL`
 drawn from a seeded generator, and `"authors"`, which with `confusion_distance(...,
 maximum="raw")` reproduces the authors' `create_grouping_v2` exactly, ties included
-(AUTHORS.md section 10).
+(docs/authors_settings.md, section 10.2).
 
 Example:
 
@@ -87,7 +87,8 @@ class _Groups:
 
 
 def _random_ties(dist, k, limit, seed):
-    """`tie_break="random"`: SPEC section 2 with ties (TIE_RTOL) drawn from `default_rng`."""
+    """`tie_break="random"`: the algorithm of docs/method.md, section 2, with ties (TIE_RTOL) drawn
+    from `default_rng`."""
     rng = np.random.default_rng(seed)
     state = _Groups(dist, k)
 
@@ -178,8 +179,8 @@ def _authors_ties(dist, k, limit, split, seed):
     """`tie_break="authors"`: the tie rules of `create_grouping_v2` (keras/helper.py:42-188).
 
     Line numbers in this function and its helpers are those of the authors'
-    keras/helper.py; AUTHORS.md section 10 lists the same facts. Every comparison is exact
-    float equality, as in their code. The random draws are made in their order: per label,
+    keras/helper.py; docs/authors_settings.md, section 10.2 lists the same facts. Every comparison
+    is exact float equality, as in their code. The random draws are made in their order: per label,
     the label's draw (if any), then the group's draws (if any).
     """
     rs = np.random.RandomState(seed)
@@ -218,7 +219,7 @@ def balanced_grouping(
 ):
     """Splits labels into balanced groups of mutually close labels.
 
-    The authors' clustering (supplement section A / SPEC section 2):
+    The authors' clustering (supplement section A / docs/method.md, section 2):
 
     1. symmetrise `D <- (D + D^T) / 2` and zero the diagonal;
     2. the first label, the one with the smallest row sum, opens group 0;
@@ -236,7 +237,7 @@ def balanced_grouping(
     On such a tie-free matrix the result is the authors' `create_grouping_v2`'s.
 
     Ties, `tie_break="authors"`: reproduces the authors' `create_grouping_v2`
-    (keras/helper.py:42-188; AUTHORS.md section 10, "Algorithm as coded") exactly, ties
+    (keras/helper.py:42-188; docs/authors_settings.md, section 10.2) exactly, ties
     included, given `distance` = their symmetrised distances (see `confusion_distance`, and
     its `maximum="raw"` for their join-similar preparation). Their rules:
 
@@ -267,8 +268,8 @@ def balanced_grouping(
 
     The implementation keeps the summed distance from every label to every group and each
     label's minimum average distance, and updates them with one vector add per assignment,
-    so it is exact (tested against literal loop transcriptions of SPEC section 2 and of the
-    authors' function) and O(C^2) in the common case: 1000 labels in 500 groups take a few
+    so it is exact (tested against literal loop transcriptions of docs/method.md, section 2 and of
+    the authors' function) and O(C^2) in the common case: 1000 labels in 500 groups take a few
     hundredths of a second.
 
     Args:
@@ -324,11 +325,11 @@ def balanced_grouping(
 
 def grouping_from_confusion(confusion, num_groups, *, criterion="join_similar",
                             tie_break="random", size_margin=1.1, seed=0):
-    """A balanced grouping of a confusion matrix's labels (SPEC section 2).
+    """A balanced grouping of a confusion matrix's labels (docs/method.md, section 2).
 
     The distances are the ones each `tie_break` is defined on: `confusion_distance`'s
     default for `"random"`, the authors' preparation (`maximum="raw"`) for `"authors"`, so
-    that the result is their `create_grouping_v2`'s (AUTHORS.md section 10).
+    that the result is their `create_grouping_v2`'s (docs/authors_settings.md, section 10.2).
 
     Args:
         confusion: array-like of shape (C, C). See `confusion_distance`.

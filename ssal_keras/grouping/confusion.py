@@ -1,4 +1,4 @@
-"""Confusion matrices and the label distances made from them (SPEC section 2).
+"""Confusion matrices and the label distances made from them (docs/method.md, section 2).
 
 `confusion_matrix` counts (true label, predicted label) pairs; `confusion_distance` turns the
 counts into the distance matrix that `balanced_grouping` clusters: confused labels close
@@ -56,7 +56,7 @@ def confusion_matrix(labels, predictions, num_classes):
 
 
 def confusion_distance(confusion, criterion="join_similar", *, maximum="symmetrised"):
-    """Turns a confusion matrix into a label distance matrix (SPEC section 2).
+    """Turns a confusion matrix into a label distance matrix (docs/method.md, section 2).
 
     The off-diagonal counts are symmetrised, `M = (M + M^T) / 2` with a zero diagonal, then
 
@@ -65,14 +65,14 @@ def confusion_distance(confusion, criterion="join_similar", *, maximum="symmetri
     - `"split_similar"` (supplement E.2): `D = M`, so confused labels are far apart and end
       up in different groups.
 
-    `maximum="raw"` makes the join-similar distances exactly the authors' (keras/helper.py:
-    58-69, AUTHORS.md section 10): they subtract from the maximum of the raw counts, before
-    symmetrising: `D = max(M_raw) - M_raw` with a zero diagonal, then `(D + D^T) / 2`. That is
-    the default distances plus the constant `max(M_raw) - max(M)` off the diagonal (exactly
-    for counts, up to rounding for rates). It is 0 only when some pair reaches the largest raw
-    count both ways; otherwise no pair is at distance 0 any more. Means shift by the same
-    constant, so only comparisons with an exact 0 change: the authors' group choice, where an
-    empty group scores 0 (see `balanced_grouping`'s `tie_break="authors"`).
+    `maximum="raw"` makes the join-similar distances exactly the authors' (keras/helper.py:58-69,
+    docs/authors_settings.md, section 10.2): they subtract from the maximum of the raw counts,
+    before symmetrising: `D = max(M_raw) - M_raw` with a zero diagonal, then `(D + D^T) / 2`. That
+    is the default distances plus the constant `max(M_raw) - max(M)` off the diagonal (exactly for
+    counts, up to rounding for rates). It is 0 only when some pair reaches the largest raw count
+    both ways; otherwise no pair is at distance 0 any more. Means shift by the same constant, so
+    only comparisons with an exact 0 change: the authors' group choice, where an empty group scores
+    0 (see `balanced_grouping`'s `tie_break="authors"`).
     Split-similar distances are already the authors' (`(M + M^T) / 2`, zero diagonal).
 
     Args:

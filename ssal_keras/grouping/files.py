@@ -1,4 +1,4 @@
-"""Grouping validation and grouping files (SPEC section 2).
+"""Grouping validation and grouping files (docs/method.md, section 2).
 
 A grouping is one group id per label, the ids forming `0..k-1` with every group non-empty.
 A grouping file holds one integer group id per line, in label order: the authors' format

@@ -4,7 +4,7 @@ Every block takes a keyword-only ``name`` and names its layers ``{name}_conv``,
 ``{name}_bn``, ``{name}_relu`` ..., so any position in a model can be found again
 (the Keras applications convention). Every block also takes a ``style``: the conv bias,
 the initialisers and the BatchNorm settings, which differ from network to network in the
-authors' code (AUTHORS.md sections 5 and 6).
+authors' code (docs/authors_settings.md, sections 5 and 6).
 """
 
 import dataclasses
@@ -13,7 +13,7 @@ import math
 import keras
 from keras import layers
 
-# Named initialisers beyond Keras's own names (AUTHORS.md section 6):
+# Named initialisers beyond Keras's own names (docs/authors_settings.md, section 6):
 # - "kaiming_normal_fan_out": torchvision's ResNet convs, N(0, 2 / fan_out), not truncated;
 # - "torch_default": PyTorch's default Conv2d/Linear init, U(+-1/sqrt(fan_in)) for the kernel
 #   (kaiming_uniform with a = sqrt(5)) and for the bias.
@@ -131,12 +131,13 @@ def squeeze_excite(x, *, style, reduction=16, name):
     """Squeeze-and-Excitation (Hu et al. 2018): channel gates from global context.
 
     The gate's dense layers use the style's dense initialiser (the authors' SE-WRN option
-    uses orthogonal, AUTHORS.md 9.2).
+    uses orthogonal, docs/authors_settings.md, section 9.2).
 
     Args:
         x: tensor. NHWC feature map.
         style: LayerStyle. The network's layer settings.
-        reduction: int. Ratio of channels to bottleneck units (16 in SE-WRN, SPEC section 3).
+        reduction: int. Ratio of channels to bottleneck units (16 in SE-WRN,
+            docs/method.md, section 3).
         name: str. Prefix of the block's layer names.
     """
     channels = x.shape[-1]

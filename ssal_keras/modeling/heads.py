@@ -1,4 +1,4 @@
-"""Auxiliary heads of the SSAL branches (supplement section C, SPEC section 4).
+"""Auxiliary heads of the SSAL branches (supplement section C, docs/method.md, section 4).
 
 A head is written as data: a sequence of block strings from a small vocabulary, applied in
 order to a tapped feature map, always followed by ``dense(K) softmax`` over the branch's groups.
@@ -9,10 +9,12 @@ block                      meaning
 ``cbr(f,k[,s[,p]])``       conv ``k x k``, ``f`` filters, stride ``s`` (default 1), BN, ReLU;
                            "same" padding, or ``p`` pixels of zero padding on every side
                            (PyTorch's ``padding=p``; 0 is "valid")
-``inception_e[(m)]``       the authors' CIFAR Inception block (AUTHORS.md 9.8, supplement
-                           fig. 1c), every width times ``m``: 748 channels at ``m = 1``
-``inception_c_smaller(m)`` the authors' ImageNet ``InceptionC_smaller`` (AUTHORS.md 9.9),
-                           every width times ``m``: 256 channels at ``m = 0.5``
+``inception_e[(m)]``       the authors' CIFAR Inception block (docs/authors_settings.md,
+                           section 9.8; supplement fig. 1c), every width times ``m``: 748
+                           channels at ``m = 1``
+``inception_c_smaller(m)`` the authors' ImageNet ``InceptionC_smaller``
+                           (docs/authors_settings.md, section 9.9), every width times ``m``:
+                           256 channels at ``m = 0.5``
 ``inception_d_smaller(m)`` the authors' ``InceptionD_smaller``, a stride-2 reduction
 ``inception_e_smaller(m)`` the authors' ``InceptionE_smaller``: 748 channels times ``m``
 ``se[(r)]``                Squeeze-and-Excitation, reduction ``r`` (default 16)
@@ -35,8 +37,8 @@ from ssal_keras.modeling import blocks
 DEFAULT_HEAD = ("cbr(128,3)", "cbr(256,3)", "gap", "dense(256)")
 """The head used when a branch names none: the Tiny ImageNet AuxNet of Table 6, slimmed."""
 
-# Supplement tables 6-10, SPEC section 4 and the authors' code (AUTHORS.md 9.7, 9.9).
-# Keys: "{dataset}_{backbone}_aux{n}".
+# Supplement tables 6-10, docs/method.md, section 4 and the authors' code (docs/authors_settings.md,
+# sections 9.7 and 9.9). Keys: "{dataset}_{backbone}_aux{n}".
 HEAD_PRESETS = {
     # Table 6: ResNet18 on Tiny ImageNet (AuxNet1, attached at g1 or g2).
     "tiny_imagenet_resnet18_aux1": (
@@ -77,7 +79,7 @@ HEAD_PRESETS = {
     ),
 }
 
-# The authors' two kinds of head (AUTHORS.md 5, 6, 9.7, 9.9):
+# The authors' two kinds of head (docs/authors_settings.md, sections 5, 6, 9.7 and 9.9):
 # - Keras (CIFAR, aux_nets_tf.py:25-58, 131, 152): convs with bias and he_normal init,
 #   Keras's BatchNorm (0.99, 1e-3), glorot_uniform dense layers. The default.
 # - PyTorch (ImageNet, aux_nets.py:150-160): bias-free convs, BatchNorm epsilon 1e-3 with the
@@ -277,23 +279,24 @@ def _inception_e_block(x, *, factor, style, c_kernel, pool_kernel, pool_counts_p
 
 
 def inception_e(x, *, factor=1, style, name):
-    """The authors' CIFAR Inception block (``inception_block_high_level``, AUTHORS.md 9.8;
-    supplement figure 1c): branch (c)'s second conv is 1x1, the pool branch's conv 3x1, and
-    the pool leaves padded cells out. 748 channels times ``factor``."""
+    """The authors' CIFAR Inception block (``inception_block_high_level``, docs/authors_settings.md,
+    section 9.8; supplement figure 1c): branch (c)'s second conv is 1x1, the pool branch's conv 3x1,
+    and the pool leaves padded cells out. 748 channels times ``factor``."""
     return _inception_e_block(x, factor=factor, style=style, c_kernel=1, pool_kernel=(3, 1),
                               pool_counts_padding=False, name=name)
 
 
 def inception_e_smaller(x, *, factor, style, name):
-    """The authors' ImageNet ``InceptionE_smaller`` (AUTHORS.md 9.9, aux_nets.py:108-147):
-    branch (c)'s second conv is 3x3, the pool branch's conv 1x1, and the pool counts padded
-    cells. 748 channels times ``factor``."""
+    """The authors' ImageNet ``InceptionE_smaller`` (docs/authors_settings.md, section 9.9,
+    aux_nets.py:108-147): branch (c)'s second conv is 3x3, the pool branch's conv 1x1, and the pool
+    counts padded cells. 748 channels times ``factor``."""
     return _inception_e_block(x, factor=factor, style=style, c_kernel=3, pool_kernel=1,
                               pool_counts_padding=True, name=name)
 
 
 def inception_c_smaller(x, *, factor, style, name):
-    """The authors' ``InceptionC_smaller`` (AUTHORS.md 9.9, aux_nets.py:39-75), size kept.
+    """The authors' ``InceptionC_smaller`` (docs/authors_settings.md, section 9.9,
+    aux_nets.py:39-75), size kept.
 
     Branches (widths times ``factor``): 1x1 128; 1x1 160 -> 1x7 160 -> 7x1 128; 1x1 160 ->
     7x1 160 -> 1x7 160 -> 7x1 160 -> 1x7 128; 3x3 average pool (padding counted) -> 1x1 128.
@@ -315,8 +318,9 @@ def inception_c_smaller(x, *, factor, style, name):
 
 
 def inception_d_smaller(x, *, factor, style, name):
-    """The authors' ``InceptionD_smaller`` (AUTHORS.md 9.9, aux_nets.py:78-105): a stride-2
-    reduction, "valid" like PyTorch's (13x13 from 27x27, 6x6 from 13x13).
+    """The authors' ``InceptionD_smaller`` (docs/authors_settings.md, section 9.9,
+    aux_nets.py:78-105): a stride-2 reduction, "valid" like PyTorch's (13x13 from 27x27, 6x6 from
+    13x13).
 
     Branches (widths times ``factor``): 1x1 192 -> 3x3/2 216; 1x1 192 -> 1x7 192 -> 7x1 192
     -> 3x3/2 168; 3x3/2 max pool -> 1x1 128 (torchvision's InceptionD has no conv there).

@@ -1,4 +1,4 @@
-"""The joint prediction: base and auxiliary softmaxes fused into one (SPEC section 1)."""
+"""The joint prediction: base and auxiliary softmaxes fused into one (docs/method.md, section 1)."""
 
 import numbers
 import os
@@ -106,7 +106,7 @@ def check_config_groupings(groupings, name, where="model"):
 
 
 def validate_alpha(alpha):
-    """Checks the combination exponent: a finite number >= 0 (SPEC section 1)."""
+    """Checks the combination exponent: a finite number >= 0 (docs/method.md, section 1)."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not (
         np.isfinite(alpha) and alpha >= 0
     ):
@@ -120,9 +120,9 @@ def validate_alpha(alpha):
 class JointPrediction(keras.layers.Layer):
     """Fuses the base softmax with the auxiliary softmaxes of the SSAL branches.
 
-    ``p_joint(i) ∝ p_base(i) * prod_b p_aux_b(g_b(i)) ** alpha`` (SPEC section 1), computed in
-    log space and renormalised with a softmax, so it stays exact where the plain product of
-    probabilities underflows (many classes, confident branches that disagree with the base).
+    ``p_joint(i) ∝ p_base(i) * prod_b p_aux_b(g_b(i)) ** alpha`` (docs/method.md, section 1),
+    computed in log space and renormalised with a softmax, so it stays exact where the plain product
+    of probabilities underflows (many classes, confident branches that disagree with the base).
 
     Args:
         groupings: list of 1-D int arrays. One per branch, one group id per class.

@@ -5,7 +5,8 @@ from keras import ops
 
 #: How label smoothing spreads its mass ``s``: ``"uniform"`` over all K classes (the label
 #: gets ``1 - s + s/K``, Szegedy et al. and Keras), ``"others"`` over the K - 1 other classes
-#: (the label gets ``1 - s``; the authors' ``to_categorical_smooth``, AUTHORS.md 7.1).
+#: (the label gets ``1 - s``; the authors' ``to_categorical_smooth``, docs/authors_settings.md,
+#: section 7.1).
 SMOOTHING_MODES = ("uniform", "others")
 
 
@@ -25,7 +26,8 @@ def sparse_crossentropy(labels, probabilities, *, label_smoothing=0.0,
 
     With ``label_smoothing`` s the target is ``1 - s + s/K`` on the label and ``s/K``
     elsewhere (``"uniform"``), or ``1 - s`` and ``s/(K - 1)`` (``"others"``, the authors'
-    DenseNet runs with s = 0.1 on every output, each with its own K: AUTHORS.md 7.1).
+    DenseNet runs with s = 0.1 on every output, each with its own K: docs/authors_settings.md,
+    section 7.1).
 
     Args:
         labels: int tensor ``(batch,)`` or ``(batch, 1)``. Class (or group) ids.

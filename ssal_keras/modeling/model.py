@@ -1,6 +1,6 @@
 """The SSAL model: any Keras classifier plus auxiliary branches and a joint prediction.
 
-SPEC section 1: each branch taps an intermediate feature map of the backbone, predicts a
+docs/method.md, section 1: each branch taps an intermediate feature map of the backbone, predicts a
 grouping of the labels derived from the labels themselves, and is trained with the base
 classifier (multi-task); at inference the softmaxes are fused into the joint prediction.
 """
@@ -46,13 +46,13 @@ class Branch:
     Args:
         tap: str. A tap name of ``ssal_keras.backbones.taps(backbone)`` (e.g. ``"stage2"``) or
             the name of any layer of the backbone whose output is a 4-D feature map.
-        grouping: array-like of int, or a path. One group id per class (SPEC section 2); a
-            path is read with ``ssal_keras.grouping.load_grouping`` (in user code only:
+        grouping: array-like of int, or a path. One group id per class (docs/method.md, section 2);
+            a path is read with ``ssal_keras.grouping.load_grouping`` (in user code only:
             ``SSALModel.from_config``, i.e. loading a ``.keras`` file, refuses paths).
         head: None, str or list of str. The auxiliary head: ``None`` for
             ``heads.DEFAULT_HEAD``, a preset of ``heads.HEAD_PRESETS``, or blocks in the head
             vocabulary (``["cbr(128,3)", "inception_e", "gap"]``).
-        loss_weight: float. Weight ``w_b`` of the branch's loss (SPEC section 5).
+        loss_weight: float. Weight ``w_b`` of the branch's loss (docs/method.md, section 5).
         head_style: None, str, dict or ``blocks.LayerStyle``. The head's conv bias,
             initialisers and BatchNorm settings: a name of ``heads.HEAD_STYLES``
             (``"authors_keras"``, the default: the authors' CIFAR heads;
@@ -194,7 +194,7 @@ def _build_outputs(backbone, branches, alpha, heads_dtype_policy):
 
 @keras.saving.register_keras_serializable(package="ssal_keras")
 class SSALModel(keras.Model):
-    """A classifier with SSAL branches and a fused joint prediction (SPEC section 1).
+    """A classifier with SSAL branches and a fused joint prediction (docs/method.md, section 1).
 
     A functional model over the backbone's own layers (they are shared, not copied) whose
     outputs are a dict: ``base`` (the backbone's class probabilities), ``aux_0`` ...
@@ -260,7 +260,8 @@ class SSALModel(keras.Model):
             metrics: None, list or dict by output name. ``None``: accuracy of ``base``,
                 ``joint`` and every branch (group accuracy), top-5 of base and joint when
                 there are more than 5 classes. A list applies to every output.
-            label_smoothing: float. Label smoothing of the default losses (SPEC section 5).
+            label_smoothing: float. Label smoothing of the default losses
+                (docs/method.md, section 5).
             label_smoothing_mode: str. ``"uniform"`` or ``"others"`` (the authors',
                 ``ssal_keras.modeling.losses.SMOOTHING_MODES``).
             **kwargs: passed to ``keras.Model.compile``.
@@ -286,7 +287,8 @@ class SSALModel(keras.Model):
         )
 
     def loss_terms(self, objective=None):
-        """The supervised outputs and their loss weights (SPEC section 1; supplement E.1).
+        """The supervised outputs and their loss weights (docs/method.md, section 1;
+        supplement E.1).
 
         Args:
             objective: str or None. ``"multitask"`` or ``"joint"``; ``None`` for the model's.
@@ -330,7 +332,7 @@ class SSALModel(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Without this the compiled metrics would see the fine labels for every head
-        # (PITFALLS.md, multi-output metrics).
+        # (docs/stack_notes.md, section 2).
         return super().compute_metrics(x, self._expand(y), y_pred, sample_weight=sample_weight)
 
     # --- serialisation ----------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 An ``SSALModel`` returns a dict: ``base`` (the backbone's softmax; +TR when SSAL-trained),
 ``aux_<b>`` (branch ``b``'s softmax over its groups) and ``joint`` (the fused prediction, +JP;
-SPEC section 1). A plain classifier has one output, read as ``base``. Every module that names
-an output or asks "is this an SSAL model, what are its groupings" asks here.
+docs/method.md, section 1). A plain classifier has one output, read as ``base``. Every module that
+names an output or asks "is this an SSAL model, what are its groupings" asks here.
 """
 
 BASE = "base"

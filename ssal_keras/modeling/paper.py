@@ -1,4 +1,5 @@
-"""The paper's SSAL configurations (SPEC sections 3-5): backbone, taps, heads, weights, alpha."""
+"""The paper's SSAL configurations (docs/method.md, sections 3-5): backbone, taps, heads, weights,
+alpha."""
 
 import dataclasses
 
@@ -15,7 +16,7 @@ class PaperConfig:
         num_classes: int. Classes of the dataset.
         taps: tuple of str. Where each branch is attached (supplement figure 4's g_i).
         heads: tuple of str. Head preset of each branch (``ssal_keras.heads.HEAD_PRESETS``).
-        loss_weights: tuple of float. Branch loss weights (SPEC section 5).
+        loss_weights: tuple of float. Branch loss weights (docs/method.md, section 5).
         alpha: float. Combination exponent of the joint prediction.
         paper_groups: tuple of int. Group counts of the paper's runs (for reference).
         head_style: str. Layer settings of the heads (``ssal_keras.heads.HEAD_STYLES``): the
@@ -53,7 +54,11 @@ PAPER_MODELS = {
     ),
     # Table 8. The supplement gives no positions for SE-WRN 16-8; Table 8's first convs (5x5/2,
     # 5x5, 3x3) are ResNet50's, made for 32x32, 16x16 and 8x8 maps, so the branches sit at the
-    # end of group 1, the end of group 2 and after block 1 of group 3. That gives SPEC's 14.2M.
+    # end of group 1, the end of group 2 and after block 1 of group 3: 14,184,123 parameters.
+    # The authors' README says 14.9M (README.md:21, count_params() rounded: keras/train.py:256);
+    # its layout cannot be known: their code has no SE-WRN heads or positions, their WRN SSAL
+    # positions (keras/run_experiments.py:81) do not exist at depth 16, and Table 8's heads at
+    # no choice of taps count 14.85-14.95M (BUILD_NOTES.md, "Parameter counts").
     # The loss weights and alpha follow the WRN 28-10 run.
     "se_wrn_16_8_cifar100": PaperConfig(
         backbone="se_wrn_16_8", num_classes=100,

@@ -1,4 +1,4 @@
-"""Which parameters carry weight decay, and how much (AUTHORS.md section 3).
+"""Which parameters carry weight decay, and how much (docs/authors_settings.md, section 3).
 
 The trainer adds ``rate * w`` to each parameter's gradient (PyTorch SGD's ``weight_decay``; a
 Keras ``l2(c)`` regulariser is the rate ``2c``). Which parameters decay differs from run to

@@ -136,5 +136,6 @@ def write_npy(path, array):
 
 
 def save_model(model, path):
-    """``model.save(path)`` through a temporary ``.keras`` file (PITFALLS: save is not atomic)."""
+    """``model.save(path)`` through a temporary ``.keras`` file: save is not atomic
+    (docs/stack_notes.md, section 3)."""
     _replace_from_temp(path, model.save, suffix=".keras")

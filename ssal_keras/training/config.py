@@ -24,6 +24,7 @@ import types
 import typing
 
 from ssal_keras import grouping as grouping_lib
+from ssal_keras.data import pipelines
 from ssal_keras.modeling import backbones, heads, losses, paper
 from ssal_keras.modeling import weight_decay as weight_decay_lib
 from ssal_keras.modeling.joint import validate_alpha
@@ -37,10 +38,13 @@ SCHEDULES = ("slanted_triangular", "warmup_step", "warmup_cosine", "constant",
 #: Settings that may change between the start of a run and its resumption.
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_steps", "eval_batch_size",
                                "jit_compile"})
+#: Settings whose default changed: a run recorded before the setting existed ran with this.
+LEGACY_VALUES = {"shuffle": pipelines.LEGACY_SHUFFLE}
 #: Options of the training CLI that are not settings of the run (they may stand in a
 #: flagfile, but the run's record leaves them out).
 CLI_OPTIONS = ("model_dir", "reference", "dry_run")
-# The ImageNet statistics of torchvision's models, in raw-pixel units (AUTHORS.md 7.2).
+# The ImageNet statistics of torchvision's models, in raw-pixel units (docs/authors_settings.md,
+# section 7.2).
 IMAGENET_MEAN_STD = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
 
 
@@ -88,11 +92,18 @@ class RunConfig:
         "them for --groupings=auto of later SSAL runs.", minimum=0)
     augment: str = _setting(
         "shift_flip", "Training augmentation: integer shifts of -4..4 px with symmetric fill "
-        "and flips (AUTHORS.md 7.1); with --image_size, random-resized crops and flips.",
+        "and flips (docs/authors_settings.md, section 7.1); with --image_size, random-resized "
+        "crops and flips.",
         choices=("none", "shift", "shift_flip"))
+    shuffle: str = _setting(
+        "full", "Order of the training examples: full, a new seeded permutation of the whole "
+        "training set every epoch (the authors' order; needs a source with random access: "
+        "Fashion-MNIST, npz, folders, TFDS sets held in memory); buffer:N, tf.data's shuffle "
+        "through N examples (sources read from files front to back, e.g. ImageNet in TFDS).")
     crop_area: tuple[float, ...] = _setting(
         (), "With --image_size: min,max area of torchvision's random-resized crops, as "
-        "fractions of the image (the authors' ImageNet run: 0.3,1.3333, AUTHORS.md 7.2); "
+        "fractions of the image (the authors' ImageNet run: 0.3,1.3333, "
+        "docs/authors_settings.md, section 7.2); "
         "empty: Inception-style crops of area 0.08-1 (tf.image's sampler).")
     color_jitter: float = _setting(
         0.0, "With --image_size: brightness, contrast and saturation jitter strength "
@@ -117,7 +128,8 @@ class RunConfig:
                                        choices=("join_similar", "split_similar"))
     grouping_tie_break: str = _setting(
         "random", "Ties of auto groupings: random (seeded) or authors (their "
-        "create_grouping_v2 exactly, distances from the raw maximum; AUTHORS.md 10).",
+        "create_grouping_v2 exactly, distances from the raw maximum; "
+        "docs/authors_settings.md, section 10.2).",
         choices=tuple(grouping_lib.TIE_BREAKS))
     taps: tuple[str, ...] = _setting(
         (), "Tap of each branch: stageN (the output of stage N), stageN_blockM (of one block), "
@@ -167,7 +179,8 @@ class RunConfig:
     label_smoothing: float = _setting(0.0, "Label smoothing of every output.")
     label_smoothing_mode: str = _setting(
         "uniform", "uniform: the label gets 1-s+s/K; others: 1-s, and s/(K-1) each other "
-        "class (the authors', AUTHORS.md 7.1).", choices=tuple(losses.SMOOTHING_MODES))
+        "class (the authors', docs/authors_settings.md, section 7.1).",
+        choices=tuple(losses.SMOOTHING_MODES))
     mixed_precision: str = _setting(
         "off", "Compute precision (float32 variables and outputs): bfloat16, float16 (with "
         "loss scaling, for GPUs without bfloat16), off (float32), or auto: bfloat16 where the "
@@ -217,11 +230,13 @@ class RunConfig:
         """The config of a run folder written before ``run.json``: its ``flags.txt``, every
         flag in flagfile form, paths as given on the command line that started it."""
         values = flagfile.read(path, repeated=REPEATED, relative_paths=False)
-        return cls(**parse_settings(values, source=path))
+        return cls(**{**LEGACY_VALUES, **parse_settings(values, source=path)})
 
     @classmethod
     def from_dict(cls, values):
-        """A config from ``to_dict``'s form (lists for tuples); unknown keys are errors."""
+        """A config from ``to_dict``'s form (lists for tuples); unknown keys are errors. A
+        record without a setting of ``LEGACY_VALUES`` was written before it existed and ran
+        with that value."""
         if not isinstance(values, dict):
             raise ValueError(f"a run config must be a JSON object; received "
                              f"{type(values).__name__}.")
@@ -229,7 +244,7 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown setting {unknown[0]!r}; the settings are the fields of "
                              "RunConfig (python -m ssal_keras.train --help).")
-        return cls(**values)
+        return cls(**{**LEGACY_VALUES, **values})
 
     @classmethod
     def from_json(cls, text):
@@ -310,7 +325,8 @@ class RunConfig:
                 "imagenet": IMAGENET_MEAN_STD}[self.normalization]
 
     def learning_rate_schedule(self, steps_per_epoch):
-        """The run's learning-rate schedule (AUTHORS.md section 2 for the authors' two)."""
+        """The run's learning-rate schedule (docs/authors_settings.md, section 2 for the authors'
+        two)."""
         from ssal_keras.training import schedules  # noqa: PLC0415  (Keras objects)
 
         kind, peak, epochs = self.schedule, self.learning_rate, self.epochs
@@ -352,6 +368,7 @@ class RunConfig:
         weight_decay_lib.check_classes(self.weight_decay_params, self.aux_weight_decay_params)
 
     def _check_augment(self):
+        pipelines.parse_shuffle(self.shuffle)
         area = self.crop_area
         _check(not area or (len(area) == 2 and 0 < area[0] <= area[1]), "crop_area", area,
                "must be two numbers min,max with 0 < min <= max")

@@ -14,20 +14,23 @@ PRECISION_SETTINGS = ("auto", "bfloat16", "float16", "off")
 #: The Keras dtype policy of each precision.
 KERAS_POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16", "off": "float32"}
 
-#: XLA against no XLA: training-step images/s of the SSAL recipes, float32, on a 2-core Xeon
-#: (AVX-512 BF16, AMX), one run of benchmarks/paper_train_step.py (BUILD_NOTES.md, "Training
-#: speed on the paper's models"; batch 64, the quick start at its own batch, 128). On CPUs a
-#: backbone gets XLA only where it measured faster; one not measured gets none (XLA slowed
-#: every network measured, and compiling a large one costs minutes).
+#: XLA against no XLA on CPUs: the median training-step images/s of each backbone's SSAL
+#: recipe in float32, XLA over no XLA, measured on a 2-core Xeon (AVX-512 BF16, AMX) by
+#: ``benchmarks/paper_train_step.py`` (``docs/benchmark_paper_train_step.json``,
+#: ``cpu_xla_speedup``; tests/test_device_policy.py holds the two equal). On CPUs a backbone
+#: gets XLA only where it measured faster; one not measured gets none (XLA slowed every
+#: network measured so far, and compiling a large one costs minutes).
 CPU_XLA_SPEEDUP = {
-    "resnet50_cifar": 0.71,
-    "se_wrn_16_8": 0.78,
-    "resnet_fashion_mnist": 0.75,
+    "resnet_fashion_mnist": 0.69,
 }
-#: bfloat16 against float32 on the quick start, paired over seeds 0-2: the mean held-out joint
-#: top-1 difference (docs/precision_parity.json). ``auto`` takes bfloat16 on a CPU only when it
-#: is within MAX_BFLOAT16_DROP of float32.
-CPU_BFLOAT16_HELD_OUT_DIFFERENCE = -0.0012
+#: bfloat16 against float32 on the quick start where ``auto`` runs it (CPU, XLA as
+#: ``--jit_compile=auto`` sets it), paired over seeds: the mean held-out joint top-1
+#: difference minus two standard errors (``models/precision_parity_fashion_mnist.py``,
+#: ``docs/precision_parity.json``, ``lower_bound``; tested equal). ``auto`` takes bfloat16 on
+#: a CPU only when it is at least -MAX_BFLOAT16_DROP. None while the test's decision is not
+#: final: at three seeds the bound was -0.0030 with the mean within the margin, so seeds 3 and
+#: 4 are being added as the protocol says; until then ``auto`` computes in float32 on CPUs.
+CPU_BFLOAT16_LOWER_BOUND = None
 MAX_BFLOAT16_DROP = 0.003
 # float16 arithmetic on NVIDIA GPUs needs compute capability 5.3; bfloat16 needs 8.0 (Ampere).
 FLOAT16_MIN_CAPABILITY = (5, 3)
@@ -103,7 +106,8 @@ def precision(setting, *, gpus=None):
         return "off", "auto: a GPU without bfloat16 (compute capability below 8.0)"
     if not cpu_has_bfloat16():
         return "off", "auto: CPU without native bfloat16"
-    if -CPU_BFLOAT16_HELD_OUT_DIFFERENCE > MAX_BFLOAT16_DROP:
-        return "off", "auto: bfloat16 missed the quick start's accuracy parity on CPUs"
+    if CPU_BFLOAT16_LOWER_BOUND is None or CPU_BFLOAT16_LOWER_BOUND < -MAX_BFLOAT16_DROP:
+        return "off", ("auto: CPU, bfloat16 not shown within 0.3 points of float32's accuracy "
+                       "(docs/precision_parity.json)")
     return "bfloat16", ("auto: CPU with native bfloat16 (AVX512_BF16/AMX), accuracy parity "
                         "measured (docs/precision_parity.json)")

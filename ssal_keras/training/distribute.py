@@ -1,7 +1,7 @@
 """tf.distribute set-up for the trainer: strategies, logical CPU devices, chief-only writes.
 
-PITFALLS.md (XLA with tf.distribute): the optimizer is created and built inside the scope,
-BatchNorm statistics are synchronised across replicas, and only the chief writes the run.
+docs/stack_notes.md, section 1 (XLA with tf.distribute): the optimizer is created and built inside
+the scope, BatchNorm statistics are synchronised across replicas, and only the chief writes the run.
 """
 
 import json

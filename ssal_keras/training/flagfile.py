@@ -1,7 +1,8 @@
 """Reads recipe flagfiles (``models/*.flags``) as users expect them to read.
 
 A flagfile holds one ``--name=value`` per line (``--x`` / ``--nox`` for on/off settings,
-``#`` comments). Three rules differ from absl's own flagfile handling (PITFALLS.md, absl):
+``#`` comments). Three rules differ from absl's own flagfile handling
+(docs/stack_notes.md, section 7):
 
 - a ``--flagfile=OTHER`` line reads ``OTHER`` relative to the file that names it, and so do
   the other files a recipe ships with (``--groupings`` files, ``--reference``), so a recipe

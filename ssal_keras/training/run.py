@@ -106,7 +106,7 @@ def _train_in_folder(config, model_dir, strategy, chief, previous, started, log)
         strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
         run_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
         augment=config.augment, augment_options=config.augment_options(),
-        seed=config.seed, label_smoothing=config.label_smoothing,
+        seed=config.seed, shuffle=config.shuffle, label_smoothing=config.label_smoothing,
         label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
         jit_compile=jit_compile, checkpoint_steps=config.checkpoint_steps,
         log_every_steps=config.log_every_steps, eval_batch_size=config.eval_batch_size,
@@ -177,8 +177,10 @@ def _data(config, log):
         config.dataset, data_dir=config.data_dir, train_examples=config.train_examples,
         eval_examples=config.eval_examples, held_out_examples=config.held_out_examples,
         seed=config.seed, image_size=config.image_size, log=log)
+    data.check_shuffle(dataset, config.shuffle)
     log(f"data {config.dataset}: {dataset.num_train} training and {dataset.num_eval} "
-        f"evaluation images of {dataset.image_shape}, {dataset.num_classes} classes")
+        f"evaluation images of {dataset.image_shape}, {dataset.num_classes} classes, "
+        f"shuffle {config.shuffle}")
     normalization = config.normalization_spec()
     if normalization == "mean_std":
         normalization = data.channel_statistics(dataset.train)
@@ -252,7 +254,7 @@ def build_model(config, dataset, groupings, normalization):
 
 
 def build_optimizer(config, steps_per_epoch):
-    """SGD with momentum (and Nesterov) on the run's schedule (AUTHORS.md section 2).
+    """SGD with momentum (and Nesterov) on the run's schedule (docs/authors_settings.md, section 2).
 
     Keras's SGD folds the rate into the velocity (``v = m v - lr g; w += v``), as the authors'
     Keras (CIFAR) runs did; PyTorch's (their ImageNet runs) applies it after

@@ -1,8 +1,10 @@
-"""Learning-rate schedules of the paper's runs (SPEC section 5; AUTHORS.md section 2).
+"""Learning-rate schedules of the paper's runs (docs/authors_settings.md, section 2).
 
 - ``WarmupSchedule``: per-step linear warm-up, then a linear, step, cosine or constant decay.
-- ``EpochTriangularSchedule``: the authors' CIFAR schedule, exactly (AUTHORS.md section 2.1).
-- ``PiecewiseLinearSchedule``: the authors' ImageNet schedule, exactly (AUTHORS.md section 2.2).
+- ``EpochTriangularSchedule``: the authors' CIFAR schedule, exactly (docs/authors_settings.md,
+  section 2.1).
+- ``PiecewiseLinearSchedule``: the authors' ImageNet schedule, exactly (docs/authors_settings.md,
+  section 2.2).
 """
 
 import math
@@ -132,9 +134,9 @@ class _EpochBasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class EpochTriangularSchedule(_EpochBasedSchedule):
     """The authors' CIFAR schedule: per epoch, a linear rise then a linear fall (never to 0).
 
-    AUTHORS.md section 2.1; the authors' ``lr_scheduler`` (keras/helper.py:356-369), applied once
-    per epoch through Keras's ``LearningRateScheduler`` (keras/train.py:260). The rate is
-    constant within an epoch. With the 0-based epoch ``e = step // steps_per_epoch``,
+    docs/authors_settings.md, section 2.1; the authors' ``lr_scheduler`` (keras/helper.py:356-369),
+    applied once per epoch through Keras's ``LearningRateScheduler`` (keras/train.py:260). The rate
+    is constant within an epoch. With the 0-based epoch ``e = step // steps_per_epoch``,
     ``E = epochs`` and ``W = warmup_epochs`` (the authors' ``max_epoch``, 10):
 
     - ``e < W``: ``peak * (e + 1) / W``, i.e. 0.1, 0.2, ..., 1.0 x peak for W = 10; the peak is
@@ -168,12 +170,12 @@ class EpochTriangularSchedule(_EpochBasedSchedule):
 class PiecewiseLinearSchedule(_EpochBasedSchedule):
     """The authors' ImageNet schedule: per step, piecewise linear in the fractional epoch.
 
-    AUTHORS.md section 2.2; the authors' ``PiecewiseLinear`` with knots ``[0, W - 1, E]`` and
-    factors ``[1/W, 1, 0]`` (pytorch/train.py:88, pytorch/helpers.py:123-132), evaluated with
-    ``np.interp`` (clamped at both ends) before every optimizer step at ``x = epoch + i / n``,
-    where ``epoch`` is 1-based (1..E), ``i`` the step within the epoch and ``n`` the steps per
-    epoch (pytorch/trainer.py:247, 314, 335). From the optimizer's 0-based global step:
-    ``epoch = step // n + 1``, ``i = step % n``.
+    docs/authors_settings.md, section 2.2; the authors' ``PiecewiseLinear`` with knots
+    ``[0, W - 1, E]`` and factors ``[1/W, 1, 0]`` (pytorch/train.py:88,
+    pytorch/helpers.py:123-132), evaluated with ``np.interp`` (clamped at both ends) before every
+    optimizer step at ``x = epoch + i / n``, where ``epoch`` is 1-based (1..E), ``i`` the step
+    within the epoch and ``n`` the steps per epoch (pytorch/trainer.py:247, 314, 335). From the
+    optimizer's 0-based global step: ``epoch = step // n + 1``, ``i = step % n``.
 
     With W = 5, E = 90 the first step runs at 0.4 x peak (x = 1), the factor reaches 1 at x = 4
     (the start of the 4th epoch), falls linearly to 0 at x = 90, and all of epoch 90 runs at 0.

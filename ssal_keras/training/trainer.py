@@ -1,11 +1,11 @@
 """The distributed training loop: an XLA-compiled per-replica step, checkpoints, evaluation.
 
-PITFALLS.md (XLA with tf.distribute): only the per-replica function that returns the loss and
-the gradients is compiled with XLA; ``optimizer.apply_gradients`` runs outside it, still inside
-``strategy.run`` (it all-reduces the gradients). The loss is averaged once, over the global
-batch. Weight decay is added to the gradients (``wd * w``, i.e. an L2 penalty ``wd/2 |w|^2``
+docs/stack_notes.md, section 1 (XLA with tf.distribute): only the per-replica function that returns
+the loss and the gradients is compiled with XLA; ``optimizer.apply_gradients`` runs outside it,
+still inside ``strategy.run`` (it all-reduces the gradients). The loss is averaged once, over the
+global batch. Weight decay is added to the gradients (``wd * w``, i.e. an L2 penalty ``wd/2 |w|^2``
 as in PyTorch's SGD) on the parameter classes the run names (``ssal_keras.weight_decay``),
-with a separate rate for the heads (AUTHORS.md section 3).
+with a separate rate for the heads (docs/authors_settings.md, section 3).
 """
 
 import dataclasses
@@ -139,6 +139,8 @@ class Trainer:
         augment_options: dict or None. Further keyword arguments of the training pipeline
             (``crop_area``, ``color_jitter``).
         seed: int. Seed of the data order and augmentation (epoch ``e`` uses ``seed + e``).
+        shuffle: str. Order of the training examples: ``"full"`` (a new permutation every
+            epoch) or ``"buffer:N"`` (``data.train_pipeline``).
         label_smoothing: float. Label smoothing of every loss term.
         label_smoothing_mode: str. ``losses.SMOOTHING_MODES``: how the smoothing is spread.
         weight_decay: float. Decay rate of the parameter classes in ``decayed``.
@@ -156,7 +158,7 @@ class Trainer:
     def __init__(self, *, strategy, model, optimizer, dataset, run_dir, global_batch_size,
                  epochs, augment, seed, label_smoothing, weight_decay, aux_weight_decay,
                  jit_compile, checkpoint_steps, log_every_steps, eval_batch_size,
-                 augment_options=None, label_smoothing_mode="uniform",
+                 augment_options=None, label_smoothing_mode="uniform", shuffle="full",
                  decayed=weight_decay_lib.DEFAULT_DECAYED,
                  aux_decayed=weight_decay_lib.DEFAULT_AUX_DECAYED, log=print):
         self.strategy = strategy
@@ -169,6 +171,7 @@ class Trainer:
         self.augment = augment
         self.augment_options = dict(augment_options or {})
         self.seed = seed
+        self.shuffle = shuffle
         self.label_smoothing = label_smoothing
         self.label_smoothing_mode = label_smoothing_mode
         self.checkpoint_steps = checkpoint_steps
@@ -303,9 +306,9 @@ class Trainer:
     def _epoch_iterator(self, epoch, skip_steps):
         """The distributed batches of ``epoch``, from step ``skip_steps`` on (resume point)."""
         return iter(data.distributed_train_dataset(
-            self.strategy, self.dataset.train, global_batch_size=self.global_batch_size,
-            augment=self.augment, seed=self.seed + epoch, repeat=True, skip_steps=skip_steps,
-            image_size=self.dataset.image_size, **self.augment_options,
+            self.strategy, self.dataset, global_batch_size=self.global_batch_size,
+            augment=self.augment, seed=self.seed + epoch, shuffle=self.shuffle, repeat=True,
+            skip_steps=skip_steps, **self.augment_options,
         ))
 
     # --- evaluation --------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Backbones of the SSAL paper as plain functional Keras models, and their feature taps.
 
-``build(name, num_classes=...)`` gives one of the seven backbones of SPEC section 3
-(``BACKBONE_NAMES``) as the authors' code builds it (AUTHORS.md section 9); the family
-builders (``preact_resnet``, ``wide_resnet``, ``densenet_bc``, ``torchvision_resnet``) take
+``build(name, num_classes=...)`` gives one of the seven backbones of docs/method.md, section 3
+(``BACKBONE_NAMES``) as the authors' code builds it (docs/authors_settings.md, section 9); the
+family builders (``preact_resnet``, ``wide_resnet``, ``densenet_bc``, ``torchvision_resnet``) take
 keyword-only arguments and build any variant, including tiny ones for tests;
 ``resnet50_keras_applications`` is Keras's own ResNet50; ``from_keras_cv`` makes a keras-cv
 backbone a classifier tapped at its pyramid levels (``"P2"``, ``"P3"``, ...). ``taps(model)``

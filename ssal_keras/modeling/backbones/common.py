@@ -1,6 +1,6 @@
 """Pieces shared by the backbone families: argument checks, the input, the classifier.
 
-Every family builder validates its arguments first (STYLE.md point 5): errors name the
+Every family builder validates its arguments first: errors name the
 argument, the value received and what would be valid, on one line.
 """
 

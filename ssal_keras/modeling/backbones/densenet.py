@@ -1,7 +1,8 @@
 """DenseNet-BC (Huang et al. 2017) for 32x32 inputs.
 
-Supplement section B (the DenseNet-BC table), SPEC section 3. Layout, as in the DenseNet
-authors' CIFAR models and the SSAL authors' Keras code (all convs bias-free; AUTHORS.md 9.4):
+Supplement section B (the DenseNet-BC table), docs/method.md, section 3. Layout, as in the DenseNet
+authors' CIFAR models and the SSAL authors' Keras code (all convs bias-free;
+docs/authors_settings.md, section 9.4):
 
 * stem: conv3x3 with ``2 * growth_rate`` filters (no BN-ReLU: every dense layer starts
   with its own);
@@ -30,16 +31,16 @@ from keras import layers
 from ssal_keras.modeling import blocks
 from ssal_keras.modeling.backbones import common
 
-# The authors' Keras DenseNet (AUTHORS.md 5, 6, 9.4): bias-free orthogonal convs
-# (train.py:237, 249), a glorot_uniform classifier, BatchNorm epsilon 1.1e-5 and Keras's
-# momentum 0.99 (DenseNet_aux_tf.py:245, 256, 358, 573).
+# The authors' Keras DenseNet (docs/authors_settings.md, sections 5, 6 and 9.4): bias-free
+# orthogonal convs (train.py:237, 249), a glorot_uniform classifier, BatchNorm epsilon 1.1e-5 and
+# Keras's momentum 0.99 (DenseNet_aux_tf.py:245, 256, 358, 573).
 AUTHORS_DENSENET_STYLE = blocks.LayerStyle(
     conv_bias=False, conv_initializer="orthogonal", dense_initializer="glorot_uniform",
     bn_momentum=0.99, bn_epsilon=1.1e-5,
 )
 
-# Variants (supplement section B, SPEC section 3). DenseNet-BC-depth-growth_rate. 100-12 has
-# no run in the authors' code; it gets their DenseNet settings.
+# Variants (supplement section B, docs/method.md, section 3). DenseNet-BC-depth-growth_rate. 100-12
+# has no run in the authors' code; it gets their DenseNet settings.
 DENSENET_BC_SPECS = {
     "densenet_bc_100_12": dict(depth=100, growth_rate=12, compression=0.5,
                                dropout_rate=0.2, style=AUTHORS_DENSENET_STYLE),
@@ -80,7 +81,7 @@ def densenet_bc(
     normalization=None,
     name="densenet_bc",
 ):
-    """Builds a DenseNet-BC classifier (supplement section B, SPEC section 3).
+    """Builds a DenseNet-BC classifier (supplement section B, docs/method.md, section 3).
 
     Variants: ``DENSENET_BC_SPECS``. The smallest variant, for tests::
 

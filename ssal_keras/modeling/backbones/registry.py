@@ -1,5 +1,5 @@
-"""The paper's seven backbones by name (SPEC section 3), each as the authors' code builds it
-(AUTHORS.md section 9), and their SSAL taps (section 4)."""
+"""The paper's seven backbones by name (docs/method.md, section 3), each as the authors' code builds
+it (docs/authors_settings.md, section 9), and their SSAL taps (section 4)."""
 
 import inspect
 
@@ -38,11 +38,11 @@ BACKBONE_NAMES = tuple(_BACKBONES)
 DEFAULT_INPUT_SHAPES = {name: entry[2] for name, entry in _BACKBONES.items()}
 
 def build(name, *, num_classes, input_shape=None, normalization=None, **options):
-    """Builds one of the paper's backbones as a functional classifier (SPEC section 3).
+    """Builds one of the paper's backbones as a functional classifier (docs/method.md, section 3).
 
-    Each paper name builds the authors' version (AUTHORS.md section 9): their BatchNorm
-    momentum and epsilon, initialisers, conv biases, dropout and downsampling. The model is
-    named ``name``; its output is the base classifier's softmax probabilities (layers
+    Each paper name builds the authors' version (docs/authors_settings.md, section 9): their
+    BatchNorm momentum and epsilon, initialisers, conv biases, dropout and downsampling. The model
+    is named ``name``; its output is the base classifier's softmax probabilities (layers
     ``avg_pool`` then ``predictions``). Its taps: ``taps(model)``.
 
     Example::

@@ -1,8 +1,8 @@
 """Residual networks: the full pre-activation ResNets of the CIFAR100 / Tiny ImageNet runs,
 torchvision's ResNet50 of the ImageNet runs, and ``keras.applications``' ResNet50.
 
-Supplement section B (the ResNet tables), SPEC section 3. The layout follows the authors' Keras
-code (a version of raghakot/keras-resnet): all convs "same"-padded; stem conv-BN-ReLU
+Supplement section B (the ResNet tables), docs/method.md, section 3. The layout follows the authors'
+Keras code (a version of raghakot/keras-resnet): all convs "same"-padded; stem conv-BN-ReLU
 (then a 3x3/2 max pool for Tiny ImageNet); blocks BN-ReLU-conv with the stride in the
 block's first conv; a projection shortcut (1x1 conv of the block's *input*, no BN) only
 where the shape changes, identity otherwise; the first block of stage 1 skips its own
@@ -27,15 +27,15 @@ from keras import layers
 from ssal_keras.modeling import blocks
 from ssal_keras.modeling.backbones import common
 
-# The authors' Keras ResNet (AUTHORS.md 9.1, ResNet_aux_tf.py): convs keep Keras's default
-# bias and he_normal (TF 1.x: truncated) init, the classifier is he_normal too, and every
-# BatchNorm has momentum 0.65 (ResNet_aux_tf.py:75) with Keras's epsilon 1e-3.
+# The authors' Keras ResNet (docs/authors_settings.md, section 9.1, ResNet_aux_tf.py): convs keep
+# Keras's default bias and he_normal (TF 1.x: truncated) init, the classifier is he_normal too, and
+# every BatchNorm has momentum 0.65 (ResNet_aux_tf.py:75) with Keras's epsilon 1e-3.
 AUTHORS_RESNET_STYLE = blocks.LayerStyle(
     conv_bias=True, conv_initializer="he_normal", dense_initializer="he_normal",
     bn_momentum=0.65, bn_epsilon=1e-3,
 )
 
-# Pre-activation ResNet variants (supplement section B, SPEC section 3). Stage 1 is the
+# Pre-activation ResNet variants (supplement section B, docs/method.md, section 3). Stage 1 is the
 # paper's Conv2; ``stage_strides`` gives the stride of each stage's first block.
 PREACT_RESNET_SPECS = {
     # Tiny ImageNet, 64x64 inputs, 200 classes. No run of the authors' code: the supplement's
@@ -140,7 +140,8 @@ def preact_resnet(
     normalization=None,
     name="preact_resnet",
 ):
-    """Builds a full pre-activation ResNet classifier (supplement section B, SPEC section 3).
+    """Builds a full pre-activation ResNet classifier (supplement section B; docs/method.md,
+    section 3).
 
     Layout: see the module docstring. Variants: ``PREACT_RESNET_SPECS``. A tiny variant::
 
@@ -219,9 +220,9 @@ def preact_resnet(
     return keras.Model(inputs, outputs, name=name)
 
 
-# torchvision's ResNet as the authors' ImageNet runs used it (AUTHORS.md 5, 6, 9.5): convs
-# without bias, kaiming_normal (fan_out, not truncated), classifier with PyTorch's default
-# init, BatchNorm epsilon 1e-5 and the authors' momentum override 1 - 0.9^(100/32) (PyTorch
+# torchvision's ResNet as the authors' ImageNet runs used it (docs/authors_settings.md, sections 5,
+# 6 and 9.5): convs without bias, kaiming_normal (fan_out, not truncated), classifier with PyTorch's
+# default init, BatchNorm epsilon 1e-5 and the authors' momentum override 1 - 0.9^(100/32) (PyTorch
 # 0.28054, pytorch/train.py:57-61), i.e. Keras momentum 0.9^(100/32).
 TORCHVISION_RESNET_STYLE = blocks.LayerStyle(
     conv_bias=False, conv_initializer="kaiming_normal_fan_out",
@@ -270,7 +271,8 @@ def torchvision_resnet(
     normalization=None,
     name="resnet50_imagenet",
 ):
-    """torchvision's bottleneck ResNet, the authors' ImageNet network (AUTHORS.md 9.5).
+    """torchvision's bottleneck ResNet, the authors' ImageNet network (docs/authors_settings.md,
+    section 9.5).
 
     7x7/2 stem conv-BN-ReLU, 3x3/2 max pool, bottleneck stages of widths 64-512 with the
     stride on the 3x3 conv of each stage's first block, global average pooling, dense

@@ -1,7 +1,7 @@
 """Feature taps: named positions in a backbone where an auxiliary head can be attached.
 
 Every tap records its channels and stride (as timm's ``FeatureInfo`` does), so a head never
-has to guess (STYLE.md points 1 and 3). Friendly names, ordered by depth:
+has to guess. Friendly names, ordered by depth:
 
 * ``stem``: the end of the stem (layer ``stem_out``);
 * ``stage{s}_block{b}``: the output of block ``b`` of stage ``s`` (``stage{s}_block{b}_out``;

@@ -1,7 +1,7 @@
 """Wide residual networks, with optional Squeeze-and-Excitation (SE-WRN).
 
-Supplement section B (the SE-WRN and WRN tables), SPEC section 3. The supplement gives the order of
-operations as conv-BN-ReLU; as in the authors' Keras code (adapted from keras-contrib's
+Supplement section B (the SE-WRN and WRN tables), docs/method.md, section 3. The supplement gives
+the order of operations as conv-BN-ReLU; as in the authors' Keras code (adapted from keras-contrib's
 ``wide_resnet``), each residual branch is
 
     conv3x3(stride)-BN-ReLU, conv3x3-BN-ReLU, [SE gate], then added to the shortcut
@@ -12,7 +12,7 @@ change (first block of every group: 16 -> 16k, 16k -> 32k, 32k -> 64k) the short
 1x1 conv (no BN); otherwise it is the identity. Stem: conv3x3 16-BN-ReLU. Global average
 pooling follows the last add directly (no final BN-ReLU).
 
-Downsampling: ``downsample="max_pool"`` (the authors' code, AUTHORS.md 9.2,
+Downsampling: ``downsample="max_pool"`` (the authors' code, docs/authors_settings.md, section 9.2,
 WideResNet_aux_tf.py:287, 305) puts a 2x2/2 max pool before groups 2 and 3 and every conv
 has stride 1; ``"stride"`` (the WRN paper, the supplement's Table 3) strides the first conv
 and the shortcut of groups 2 and 3 instead. Same shapes and parameters either way.
@@ -35,18 +35,19 @@ from ssal_keras.modeling.backbones import common
 
 DOWNSAMPLING = ("max_pool", "stride")
 
-# The authors' Keras WRN (AUTHORS.md 5, 6, 9.2): convs with Keras's default bias and
-# glorot_uniform init (the builder's `initialization` default), a glorot_uniform classifier,
-# Keras's BatchNorm defaults (0.99, 1e-3). Their SE gates are orthogonal (SE_GATE_INITIALIZER).
+# The authors' Keras WRN (docs/authors_settings.md, sections 5, 6 and 9.2): convs with Keras's
+# default bias and glorot_uniform init (the builder's `initialization` default), a glorot_uniform
+# classifier, Keras's BatchNorm defaults (0.99, 1e-3). Their SE gates are orthogonal
+# (SE_GATE_INITIALIZER).
 AUTHORS_WRN_STYLE = blocks.LayerStyle(
     conv_bias=True, conv_initializer="glorot_uniform", dense_initializer="glorot_uniform",
     bn_momentum=0.99, bn_epsilon=1e-3,
 )
 SE_GATE_INITIALIZER = "orthogonal"
 
-# Variants (supplement section B, SPEC section 3). WRN-d-k: (d - 4) / 6 blocks per group, widths
-# 16k, 32k, 64k. SE-WRN 16-8 has no run in the authors' code: it is their WRN builder with
-# its SE option (AUTHORS.md 9.3).
+# Variants (supplement section B, docs/method.md, section 3). WRN-d-k: (d - 4) / 6 blocks per group,
+# widths 16k, 32k, 64k. SE-WRN 16-8 has no run in the authors' code: it is their WRN builder with
+# its SE option (docs/authors_settings.md, section 9.3).
 WIDE_RESNET_SPECS = {
     "se_wrn_16_8": dict(depth=16, width=8, se_reduction=16, style=AUTHORS_WRN_STYLE,
                         downsample="max_pool"),
@@ -97,7 +98,7 @@ def wide_resnet(
 ):
     """Builds a WRN-``depth``-``width`` classifier, SE-WRN when ``se_reduction`` is set.
 
-    Supplement section B (SE-WRN 16-8, WRN 28-10), SPEC section 3: a conv3x3 16 stem,
+    Supplement section B (SE-WRN 16-8, WRN 28-10), docs/method.md, section 3: a conv3x3 16 stem,
     three groups of ``(depth - 4) / 6`` wide basic blocks with widths ``16 * width``,
     ``32 * width``, ``64 * width``, halving the size before groups 2 and 3, then global
     average pooling and a softmax dense layer. Block layout: see the module
