@@ -97,6 +97,15 @@ def protocol_settings(args):
 
 
 # === Figures ================================================================================
+def choices(parser, flag, text, valid):
+    """The comma-separated names of ``text``, each one of ``valid``; else the parser's error."""
+    chosen = [c for c in text.split(",") if c]
+    unknown = [c for c in chosen if c not in valid]
+    if unknown or not chosen:
+        parser.error(f"{flag}: unknown or empty {unknown}; valid: {', '.join(valid)}")
+    return chosen
+
+
 def summary(values):
     """``{"repeats": [...], "min", "median", "max"}`` of one figure over the repeats."""
     values = [float(v) for v in values]

@@ -98,8 +98,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return args
-    args.models = _choices(parser, "--models", args.models, MODELS)
-    args.configurations = _choices(parser, "--configurations", args.configurations,
+    args.models = common.choices(parser, "--models", args.models, MODELS)
+    args.configurations = common.choices(parser, "--configurations", args.configurations,
                                    CONFIGURATIONS)
     # Per-model defaults: resolved per model below; check the floor on what was given.
     given = {k: getattr(args, k) for k in ("warmup", "steps")}
@@ -107,14 +107,6 @@ def parse_args(argv=None):
     common.resolve_protocol(parser, args)
     args.given = given
     return common.set_command(args, __file__, argv)
-
-
-def _choices(parser, flag, text, valid):
-    chosen = [c for c in text.split(",") if c]
-    unknown = [c for c in chosen if c not in valid]
-    if unknown or not chosen:
-        parser.error(f"{flag}: unknown or empty {unknown}; valid: {', '.join(valid)}")
-    return chosen
 
 
 def model_protocol(args, name):

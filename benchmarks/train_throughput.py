@@ -82,21 +82,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return args
-    args.models = _choices(parser, "--models", args.models, MODELS)
+    args.models = common.choices(parser, "--models", args.models, MODELS)
     # "loop_xla": that configuration of every chosen model; "ssal_loop_xla": of one model.
     valid = {**{c: c for c in CONFIGURATIONS},
              **{f"{m}_{c}": c for m in MODELS for c in CONFIGURATIONS}}
-    args.configurations = _choices(parser, "--configurations", args.configurations, valid)
+    args.configurations = common.choices(parser, "--configurations", args.configurations, valid)
     common.resolve_protocol(parser, args)
     return common.set_command(args, __file__, argv)
-
-
-def _choices(parser, flag, text, valid):
-    chosen = [c for c in text.split(",") if c]
-    unknown = [c for c in chosen if c not in valid]
-    if unknown or not chosen:
-        parser.error(f"{flag}: unknown or empty {unknown}; valid: {', '.join(valid)}")
-    return chosen
 
 
 def specs(args):
