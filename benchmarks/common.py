@@ -39,7 +39,8 @@ SMOKE = {"warmup": 2, "steps": 3, "repeats": 1}
 #: CPU features that decide the speed of bfloat16 and int8 kernels on x86.
 CPU_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8", "avx512f", "avx2")
 #: Packages whose versions every JSON records (those installed).
-PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "onnxruntime", "onnx", "tf2onnx")
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib", "numpy", "onnxruntime",
+            "onnx", "tf2onnx")
 
 
 # === Protocol and flags =====================================================================
@@ -204,7 +205,7 @@ def machine(cpuinfo="/proc/cpuinfo"):
 
 def versions():
     """Installed versions of ``PACKAGES`` and the repository's commit (``+dirty`` with local
-    changes)."""
+    changes; where the copy has no git, ``SSAL_KERAS_COMMIT`` if set)."""
     found = {}
     for name in PACKAGES:
         try:
@@ -220,6 +221,8 @@ def versions():
         found["ssal_keras_commit"] = (commit + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         found["ssal_keras_commit"] = None
+    found["ssal_keras_commit"] = (found["ssal_keras_commit"]
+                                  or os.environ.get("SSAL_KERAS_COMMIT"))
     return found
 
 
@@ -491,8 +494,9 @@ def _time_loop(loop, spec):
     return {"seconds": seconds, "warmup_seconds": warmup_seconds}
 
 
-def fit_weight_decay(model, config):
-    """The trainer's weight decay on ``model`` for ``model.fit``: an ``L2(rate / 2)``
+def fit_weight_decay(model, decay):
+    """The trainer's weight decay (``decay``: ``RunConfig.decay_settings()``) on ``model`` for
+    ``model.fit``: an ``L2(rate / 2)``
     regulariser on each trainable variable the trainer decays at ``rate`` (same classes and
     rates, ``ssal_keras.modeling.weight_decay.decay_rates``).
 
@@ -507,7 +511,7 @@ def fit_weight_decay(model, config):
 
     from ssal_keras.modeling import weight_decay
 
-    rates = weight_decay.decay_rates(model, **config.decay_settings())
+    rates = weight_decay.decay_rates(model, **decay)
     counted = {}
     for variable, rate in zip(model.trainable_variables, rates):
         if rate:
@@ -529,7 +533,7 @@ def _time_fit(config, dataset, groupings, normalization, spec):
     model = run.build_model(config, dataset, groupings, normalization)
     optimizer = run.build_optimizer(config, trainer.steps_per_epoch(
         tf.distribute.get_strategy(), dataset.num_train, config.batch_size))
-    fit_weight_decay(model, config)
+    fit_weight_decay(model, config.decay_settings())
     smoothing = {"label_smoothing": config.label_smoothing,
                  "label_smoothing_mode": config.label_smoothing_mode}
     if outputs.is_ssal(model):  # the loss terms and weights of the recipe (loss_terms)

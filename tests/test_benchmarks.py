@@ -90,7 +90,7 @@ def test_fit_weight_decay_is_the_trainers():
 
     config = common.recipe_config("fashion_mnist_ssal")
     model = common.recipe_model("fashion_mnist_ssal", (28, 28, 1), 10)
-    counted = common.fit_weight_decay(model, config)
+    counted = common.fit_weight_decay(model, config.decay_settings())
     assert counted == {5e-4: sum(1 for r in weight_decay.decay_rates(
         model, **config.decay_settings()) if r)}
     rates = weight_decay.decay_rates(model, **config.decay_settings())
