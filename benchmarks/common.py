@@ -205,7 +205,8 @@ def machine(cpuinfo="/proc/cpuinfo"):
 
 def versions():
     """Installed versions of ``PACKAGES`` and the repository's commit (``+dirty`` with local
-    changes; where the copy has no git, ``SSAL_KERAS_COMMIT`` if set)."""
+    changes), or ``SSAL_KERAS_COMMIT`` where set (a copy of the tree whose git metadata is not
+    its own)."""
     found = {}
     for name in PACKAGES:
         try:
@@ -221,8 +222,8 @@ def versions():
         found["ssal_keras_commit"] = (commit + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         found["ssal_keras_commit"] = None
-    found["ssal_keras_commit"] = (found["ssal_keras_commit"]
-                                  or os.environ.get("SSAL_KERAS_COMMIT"))
+    found["ssal_keras_commit"] = (os.environ.get("SSAL_KERAS_COMMIT")
+                                  or found["ssal_keras_commit"])
     return found
 
 

@@ -108,15 +108,18 @@ def resolve_recipe(recipe, groups, classes):
     return settings
 
 
+def resolve_all():
+    """Every model's two recipes, resolved."""
+    return {name: {kind: resolve_recipe(model[kind], model["groups"] if kind == "ssal"
+                                        else None, model["classes"])
+                   for kind in ("ssal", "bare")}
+            for name, model in MODELS.items()}
+
+
 def resolve(path=RECIPES):
-    """Writes ``path``: every model's two recipes, resolved."""
-    resolved = {name: {kind: resolve_recipe(model[kind], model["groups"] if kind == "ssal"
-                                            else None, model["classes"])
-                       for kind in ("ssal", "bare")}
-                for name, model in MODELS.items()}
+    """Writes ``path``: ``resolve_all()``."""
     common.write_json(path, {"written_by": "python benchmarks/paper_train_step_jax.py resolve",
-                             "models": resolved})
-    return resolved
+                             "models": resolve_all()})
 
 
 # === measure (JAX side) ======================================================================
@@ -216,15 +219,33 @@ def model_entry(args, name, recipes):
             "step_ms_median": 1000 * statistics.median(result["seconds"]) / args.steps,
             "warmup_seconds": result["warmup_seconds"],
             "recipe_training_hours": ssal["epochs"] * images / rate["median"] / 3600}
-    ratios = {ratio: common.ratio(configurations[a]["images_per_second"], a,
-                                  configurations[b]["images_per_second"], b)
-              for ratio, (a, b) in RATIOS.items() if a in configurations and b in configurations}
     entry = common.record(args.command, dict(common.protocol_settings(args),
                                              batch_size=ssal["batch_size"],
                                              epochs=ssal["epochs"], training_images=images))
     entry.update(device=first["device"], jax=first["jax"],
                  default_matmul_precision=first["default_matmul_precision"],
-                 configurations=configurations, ratios=ratios)
+                 configurations=configurations)
+    return derive(entry)
+
+
+def derive(entry):
+    """Adds the figures computed from a model entry's measurements: each configuration's
+    achieved TFLOP/s (3 x forward FLOPs x images/s, median: forward, and backward at twice
+    the forward), the ``RATIOS`` of images/s medians, and SSAL's forward FLOPs over the bare
+    backbone's."""
+    configurations = entry["configurations"]
+    for figures in configurations.values():
+        figures["achieved_tflop_per_sec"] = (3 * figures["forward_flops"]
+                                             * figures["images_per_second"]["median"] / 1e12)
+    entry["ratios"] = {
+        ratio: common.ratio(configurations[a]["images_per_second"], a,
+                            configurations[b]["images_per_second"], b)
+        for ratio, (a, b) in RATIOS.items() if a in configurations and b in configurations}
+    if {"ssal_float32", "bare_float32"} <= set(configurations):
+        entry["ratios"]["ssal_flops_overhead"] = {
+            "value": (configurations["ssal_float32"]["forward_flops"]
+                      / configurations["bare_float32"]["forward_flops"]),
+            "numerator": "ssal_float32 forward FLOPs", "denominator": "bare_float32 forward FLOPs"}
     return entry
 
 

@@ -6,9 +6,11 @@ configurations that still goes through every path (the loop, ``model.fit`` with 
 decay, XLA, bfloat16, two logical devices) to stay near a minute on 2 cores.
 """
 
+import importlib.util
 import json
 import math
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -187,3 +189,37 @@ def test_paper_train_step_smoke_merges_models(tmp_path):
     assert document["cpu_xla_speedup"] == {"resnet50_cifar": 0.7,
                                            "resnet_fashion_mnist": round(xla, 2)}
     assert set(document["cpu_bfloat16_speedup"]) == {"resnet_fashion_mnist"}
+
+
+def test_jax_recipes_are_the_recipes_resolved():
+    """``benchmarks/recipes_resolved.json`` (what the JAX benchmark trains, on machines
+    without TensorFlow) is what ``models/*.flags`` resolve to now."""
+    from benchmarks import paper_train_step_jax
+
+    with open(paper_train_step_jax.RECIPES) as f:
+        committed = json.load(f)["models"]
+    assert committed == json.loads(json.dumps(paper_train_step_jax.resolve_all())), (
+        "benchmarks/recipes_resolved.json is out of date: run "
+        "python benchmarks/paper_train_step_jax.py resolve")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_paper_train_step_jax_smoke(tmp_path):
+    """The JAX benchmark's measure path, on the quick start (SSAL in mixed bfloat16: the
+    branches, the decay, the policy), in a JAX subprocess as a user runs it."""
+    path = str(tmp_path / "jax.json")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "paper_train_step_jax.py"), "measure",
+         "--smoke", "--models=fashion_mnist_quick_start", "--configurations=ssal_bfloat16",
+         f"--output={path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = _load(path, "paper_train_step_jax")["models"]["fashion_mnist_quick_start"]
+    _check_record(entry, "paper_train_step_jax.py")
+    assert "KERAS_BACKEND=jax python benchmarks/paper_train_step_jax.py measure" in entry["command"]
+    (configuration,) = entry["configurations"].values()
+    assert configuration["dtype_policy"] == "mixed_bfloat16"
+    assert configuration["recipe"] == "fashion_mnist_ssal"
+    assert configuration["parameters"] == 158018  # the quick start's SSAL network
+    _summary_of(configuration["images_per_second"])
+    assert entry["settings"]["training_images"] == 55000 and entry["device"]["platform"]
