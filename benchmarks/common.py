@@ -403,17 +403,14 @@ def time_training(spec, folder, *, process_devices=1, log=lambda line: None):
     from ssal_keras import grouping as grouping_lib
     from ssal_keras.training import distribute, run
 
-    base = recipe_config(spec["recipe"])
-    spec = dict(spec, batch_size=spec["batch_size"] or base.batch_size)  # None: the recipe's
-    total_steps = spec["warmup"] + spec["steps"] * spec["repeats"]
-    steps_per_epoch = max(1, math.ceil(total_steps / base.epochs))
+    config = synthetic_recipe_config(spec, folder)
     groupings = (grouping_files(folder, spec["classes"], spec["groups"])
                  if spec["groups"] else None)
-    npz = synthetic_npz(folder, tuple(spec["shape"]), spec["classes"],
-                        spec["batch_size"] * steps_per_epoch)
+    spec = dict(spec, batch_size=config.batch_size)
     config = recipe_config(
-        spec["recipe"], groupings, dataset=f"npz:{npz}", held_out_examples=0,
+        spec["recipe"], groupings, dataset=config.dataset, held_out_examples=0,
         train_examples=None, eval_examples=64, batch_size=spec["batch_size"],
+        shuffle=config.shuffle,
         jit_compile="true" if spec["jit"] else "false", mixed_precision=spec["precision"],
         strategy="mirrored" if spec["devices"] > 1 else "default",
         logical_cpu_devices=spec["devices"], log_every_steps=10 ** 9, checkpoint_steps=0)
@@ -447,6 +444,23 @@ def time_training(spec, folder, *, process_devices=1, log=lambda line: None):
             "wall_seconds": time.perf_counter() - started,
             "forward_flops_per_image": forward_flops(model), "params": model.count_params(),
             "compute": compute}
+
+
+def synthetic_recipe_config(spec, folder):
+    """The recipe's ``RunConfig`` on a synthetic npz in ``folder``: ``spec["train_images"]``
+    images where given (with ``spec["shuffle"]``, else the recipe's data order), else just
+    enough that warm-up and every repeat stay inside the recipe's schedule; the batch of
+    ``spec["batch_size"]`` (None: the recipe's)."""
+    base = recipe_config(spec["recipe"])
+    batch = spec.get("batch_size") or base.batch_size
+    total_steps = spec["warmup"] + spec["steps"] * spec["repeats"]
+    examples = spec.get("train_images") or batch * max(1, math.ceil(total_steps / base.epochs))
+    if total_steps > base.epochs * (examples // batch):
+        raise ValueError(f"{total_steps} steps run past the recipe's {base.epochs} epochs of "
+                         f"{examples} images")
+    npz = synthetic_npz(folder, tuple(spec["shape"]), spec["classes"], examples)
+    return recipe_config(spec["recipe"], dataset=f"npz:{npz}", batch_size=batch,
+                         shuffle=spec.get("shuffle") or base.shuffle)
 
 
 def _trainer(config, strategy, dataset, groupings, normalization, run_dir, jit, log):

@@ -223,3 +223,20 @@ def test_paper_train_step_jax_smoke(tmp_path):
     assert configuration["parameters"] == 158018  # the quick start's SSAL network
     _summary_of(configuration["images_per_second"])
     assert entry["settings"]["training_images"] == 55000 and entry["device"]["platform"]
+
+
+def test_data_order_smoke(tmp_path):
+    """The data-order benchmark's two kinds of timing (the pipeline alone, the trainer's
+    step) on the quick start's split, each shuffle once."""
+    from benchmarks import data_order
+
+    path = str(tmp_path / "order.json")
+    data_order.main(["--smoke", "--configurations=pipeline_full,loop_buffer",
+                     f"--output={path}"])
+    document = _load(path, "data_order")
+    _check_record(document, "data_order.py")
+    assert set(document["configurations"]) == {"pipeline_full", "loop_buffer"}
+    assert document["configurations"]["pipeline_full"]["shuffle"] == "full"
+    assert document["configurations"]["loop_buffer"]["images_per_repeat"] == 3 * 128
+    assert document["settings"]["train_images"] == 55000
+    assert document["ratios"] == {}  # no pair measured
