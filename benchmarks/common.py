@@ -578,6 +578,14 @@ def _time_fit(config, dataset, groupings, normalization, spec):
     return model, {"seconds": seconds, "warmup_seconds": times[0] - start}
 
 
+def worker_main(spec_path, out_path, time_one):
+    """A worker process: ``time_one(spec)`` for each spec in ``spec_path`` (in order); the list
+    of results to ``out_path``."""
+    with open(spec_path) as f:
+        specs = json.load(f)
+    write_json(out_path, [time_one(spec) for spec in specs])
+
+
 def add_worker_flags(parser):
     """The hidden flags of a script calling itself as a worker (``run_worker``)."""
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -25,7 +25,6 @@ Time on 2 idle CPU cores: about 6 minutes.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -72,16 +71,11 @@ def time_pipeline(spec, folder):
             "images_per_repeat": config.batch_size * spec["steps"]}
 
 
-def worker_main(spec_path, out_path):
-    """A worker process: times its specs, writes their results."""
-    with open(spec_path) as f:
-        specs = json.load(f)
-    results = []
-    for spec in specs:
-        with tempfile.TemporaryDirectory(prefix="ssal_bench_") as folder:
-            timer = time_pipeline if spec["kind"] == "pipeline" else common.time_training
-            results.append(timer(spec, folder))
-    common.write_json(out_path, results)
+def time_configuration(spec):
+    """One configuration's figures, on a synthetic split in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="ssal_bench_") as folder:
+        timer = time_pipeline if spec["kind"] == "pipeline" else common.time_training
+        return timer(spec, folder)
 
 
 def parse_args(argv=None):
@@ -102,7 +96,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        worker_main(args.worker, args.worker_output)
+        common.worker_main(args.worker, args.worker_output, time_configuration)
         return None
     configurations = {}
     for name in args.configurations:

@@ -295,9 +295,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        with open(args.worker) as f:
-            specs = json.load(f)
-        common.write_json(args.worker_output, [time_fit(spec) for spec in specs])
+        common.worker_main(args.worker, args.worker_output, time_fit)
     elif args.action == "resolve":
         resolve()
         print(f"wrote {os.path.relpath(RECIPES, common.ROOT)}")
