@@ -33,8 +33,8 @@ excluded.
 
 Writes ``benchmark_paper_train_step_jax.json`` into ``docs/``, after each model (a later run of
 some models replaces those models' entries and keeps the others). JAX's default matmul
-precision is recorded: on NVIDIA GPUs from Ampere on, it runs float32 convolutions and matmuls
-in TF32, as TensorFlow does by default.
+precision is recorded: by default it lets float32 convolutions and matmuls use TF32 on NVIDIA
+GPUs from Ampere on, as TensorFlow does.
 """
 
 import argparse
