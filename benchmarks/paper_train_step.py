@@ -29,9 +29,10 @@ paper's models can be measured in separate sessions. Top-level ``cpu_xla_speedup
 figure ``ssal_keras.training.device_policy.CPU_XLA_SPEEDUP`` must equal; ``cpu_bfloat16_speedup``
 the bfloat16 / float32 ratio without XLA.
 
-Time on 2 idle CPU cores with the defaults (from the step times of the earlier single-run
-table): ResNet50 about 50 minutes, SE-WRN-16-8 about 35, the quick start about 7; measure the
-paper's models one per session with ``--models=NAME`` if need be (the JSON merges them).
+Time on 2 idle CPU cores with the defaults: the quick start about 7 minutes; SE-WRN 16-8's
+first configuration (XLA, float32) took 13.5 minutes, so each paper model takes over an hour:
+measure one per session with ``--models=NAME`` (the JSON merges them), or only the two
+configurations behind ``cpu_xla_speedup``.
 """
 
 import argparse
