@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from ssal_keras import grouping as grouping_lib
-from ssal_keras.modeling import outputs
+from ssal_keras.modeling import names
 
 # Probabilities are clamped here before the logarithm: the smallest normal float32. Softmax
 # outputs below it only occur for logit gaps over ~87, where float32 has no digits left anyway.
@@ -154,7 +154,7 @@ class JointPrediction(keras.layers.Layer):
         if len(shapes) != 1 + len(self.groupings):
             raise ValueError(
                 f"JointPrediction with {len(self.groupings)} grouping(s) takes "
-                f"{1 + len(self.groupings)} inputs [{outputs.BASE}, {outputs.aux_name(0)}, ...]; "
+                f"{1 + len(self.groupings)} inputs [{names.BASE}, {names.aux_name(0)}, ...]; "
                 f"received {len(shapes)}."
             )
         if shapes[0][-1] != self.num_classes:
@@ -165,7 +165,7 @@ class JointPrediction(keras.layers.Layer):
         for index, (shape, g) in enumerate(zip(shapes[1:], self.groupings)):
             if shape[-1] != int(g.max()) + 1:
                 raise ValueError(
-                    f"{outputs.aux_name(index)} has {shape[-1]} outputs but groupings[{index}] has "
+                    f"{names.aux_name(index)} has {shape[-1]} outputs but groupings[{index}] has "
                     f"{int(g.max()) + 1} groups; the head's width must equal the group count."
                 )
 

@@ -18,7 +18,7 @@ from ssal_keras import grouping as grouping_lib
 from ssal_keras.modeling import backbones, heads, joint
 from ssal_keras.modeling.joint import JointPrediction, validate_alpha
 from ssal_keras.modeling.losses import SparseCrossentropy
-from ssal_keras.modeling.outputs import BASE, JOINT, aux_name
+from ssal_keras.modeling.names import BASE, JOINT, aux_name
 
 OBJECTIVES = ("multitask", "joint")
 

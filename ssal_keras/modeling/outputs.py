@@ -1,25 +1,18 @@
-"""The output contract of every model the project builds, in one place.
-
-An ``SSALModel`` returns a dict: ``base`` (the backbone's softmax; +TR when SSAL-trained),
-``aux_<b>`` (branch ``b``'s softmax over its groups) and ``joint`` (the fused prediction, +JP;
-docs/method.md, section 1). A plain classifier has one output, read as ``base``. Every module that
-names an output or asks "is this an SSAL model, what are its groupings" asks here.
+"""The output contract of every model the project builds: its output names (from ``names``,
+re-exported here) and whether a model is an SSAL model and what its groupings are. Every module
+above the model code that names an output or asks "is this an SSAL model, what are its
+groupings" asks here; the model code itself takes the names from ``names``.
 """
 
-BASE = "base"
-JOINT = "joint"
-AUX_PREFIX = "aux_"
+from ssal_keras.modeling.model import SSALModel
+from ssal_keras.modeling.names import AUX_PREFIX, BASE, JOINT, aux_name
 
-
-def aux_name(index):
-    """The output name of branch ``index``: ``aux_0``, ``aux_1``, ..."""
-    return f"{AUX_PREFIX}{index}"
+__all__ = ["AUX_PREFIX", "BASE", "JOINT", "aux_name", "is_ssal", "model_groupings",
+           "output_names", "outputs_by_name"]
 
 
 def is_ssal(model):
     """Whether ``model`` is an ``SSALModel`` (base, branch and joint outputs)."""
-    from ssal_keras.modeling.model import SSALModel  # noqa: PLC0415  (model imports this)
-
     return isinstance(model, SSALModel)
 
 

@@ -20,11 +20,11 @@ and the run lists the classes that take ``--weight_decay`` and those that take
 
 import keras
 
-from ssal_keras.modeling import outputs
+from ssal_keras.modeling import names
 
 BACKBONE_CLASSES = ("conv_kernel", "conv_bias", "dense_kernel", "dense_bias", "norm")
 # A head class is its backbone kind under the branch output prefix, as the heads' layers are named.
-HEAD_CLASSES = tuple(outputs.AUX_PREFIX + c for c in BACKBONE_CLASSES)
+HEAD_CLASSES = tuple(names.AUX_PREFIX + c for c in BACKBONE_CLASSES)
 PARAMETER_CLASSES = BACKBONE_CLASSES + HEAD_CLASSES
 
 #: Kernels only, each part at its own rate: the classic choice and the trainer's default.
@@ -76,7 +76,7 @@ def parameter_classes(model):
     for layer in _layers(model):
         kinds = next((k for t, k in _KINDS if isinstance(layer, t)), {})
         # SSALModel names each head's layers after its branch output (aux_<b>...).
-        prefix = outputs.AUX_PREFIX if layer.name.startswith(outputs.AUX_PREFIX) else ""
+        prefix = names.AUX_PREFIX if layer.name.startswith(names.AUX_PREFIX) else ""
         for attribute, kind in kinds.items():
             variable = getattr(layer, attribute, None)
             if variable is not None and variable.trainable:
