@@ -114,12 +114,13 @@ def _paper_resnet50_cifar100():
 
 def _quick_start(run_dir):
     from ssal_keras import runs
+    from ssal_keras.runs import reader
 
     metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
     if not os.path.exists(metrics_path) or not runs.read_json(metrics_path).get("completed"):
         raise SystemExit(f"--quick_start_run {run_dir}: not a completed run (its "
                          f"{runs.METRICS_FILE} must say \"completed\": true).")
-    return runs.load(run_dir).model
+    return reader.load(run_dir).model
 
 
 # name -> (the table's words, builder, outputs, also export the base output alone)

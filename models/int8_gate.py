@@ -64,9 +64,9 @@ def export_int8(run, out):
 
 def row(run, command, meta):
     """One run's record: the export's ``int8`` figures as ``export.json`` holds them."""
-    from ssal_keras import runs
+    from ssal_keras.training.config import read_config
 
-    gate, config = meta["int8"]["gate"], runs.read_config(run)
+    gate, config = meta["int8"]["gate"], read_config(run)
     return {
         "run": os.path.abspath(run),
         "seed": config.seed if config is not None else None,

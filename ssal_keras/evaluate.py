@@ -14,7 +14,7 @@ import json
 from absl import flags
 
 from ssal_keras import cli, runs
-from ssal_keras.analysis import scoring
+from ssal_keras.runs import reader
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A run folder holding model.keras.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset spec (default: the run's --dataset).")
@@ -27,10 +27,10 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the metrics to this JS
 
 
 def run():
-    """Scores the run's model (``analysis.scoring.evaluate_run``) and prints the metrics."""
+    """Scores the run's model (``runs.reader.evaluate_run``) and prints the metrics."""
     if not _MODEL_DIR.value:
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
-    metrics = scoring.evaluate_run(_MODEL_DIR.value, dataset=_DATASET.value,
+    metrics = reader.evaluate_run(_MODEL_DIR.value, dataset=_DATASET.value,
                                    data_dir=_DATA_DIR.value, eval_examples=_EVAL_EXAMPLES.value,
                                    batch_size=_BATCH_SIZE.value)
     print(json.dumps(metrics), flush=True)

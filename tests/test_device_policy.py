@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssal_keras.analysis.scoring import evaluate_run
+from ssal_keras.runs.reader import evaluate_run
 from ssal_keras.train import switch_spellings
 from ssal_keras.training import RunConfig, device_policy, train
 from ssal_keras.training.config import parse_settings

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from ssal_keras import runs
-from ssal_keras.analysis.scoring import evaluate_run
 from ssal_keras.runs import lock
-from ssal_keras.training import RunConfig, train, trainer
+from ssal_keras.runs.reader import evaluate_run
+from ssal_keras.training import RunConfig, checkpoints, train, trainer
 from tests.conftest import ROOT, cli_env, metrics, small_config
 
 #: 256 training images in batches of 32 (8 steps an epoch), 2 epochs, a checkpoint every 3
@@ -30,7 +30,7 @@ FAULT_RUN = dict(epochs=2, checkpoint_steps=3, held_out_examples=64, eval_batch_
 # Sends this process SIGKILL at the N-th call of one function, then trains the run.
 _KILLER = r"""
 import json, os, signal, sys
-from ssal_keras.analysis import scoring
+from ssal_keras.evaluation import scoring
 from ssal_keras.training import RunConfig, train, trainer
 import tensorflow as tf
 
@@ -120,7 +120,7 @@ def _interrupted_run(model_dir, fashion_dir, monkeypatch, *, at_step):
         patch.setattr(trainer.Trainer, "_run_step", stopping)
         with pytest.raises(_Stop):
             train(small_config(fashion_dir, **FAULT_RUN), model_dir, log=lambda line: None)
-    return trainer.checkpoint_files(os.path.join(model_dir, "checkpoints"))
+    return checkpoints.files(os.path.join(model_dir, "checkpoints"))
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path, fashion_dir,
@@ -242,9 +242,12 @@ def test_leftovers_of_killed_writes_are_cleaned_at_the_next_start(tmp_path):
     (folder / "metrics.json").write_text("{}")
     lines = []
     removed = runs.clean_leftovers(str(folder), log=lines.append)
+    removed += checkpoints.clean_leftovers(str(folder), log=lines.append)
     assert sorted(os.path.relpath(p, folder) for p in removed) == [
         ".partial-1a2b.json", "checkpoints/ckpt-5_temp", "groupings/.partial-3c4d"]
-    assert lines[0].startswith("removed 3 leftover(s) of an interrupted write")
+    assert lines[0].startswith("removed 2 leftover(s) of an interrupted write")
+    assert lines[1] == ("removed 1 leftover(s) of an interrupted checkpoint: "
+                        "checkpoints/ckpt-5_temp")
     # A worker's scratch folder is that worker's to clear; the finished files stay.
     assert sorted(os.listdir(folder)) == [".scratch_worker_1", "checkpoints", "groupings",
                                           "metrics.json"]
@@ -279,4 +282,4 @@ def test_a_restarted_worker_restores_the_chiefs_checkpoint(tmp_path, fashion_dir
     # The worker wrote nothing of the run folder and cleared its scratch folder.
     assert not os.path.exists(os.path.join(model_dir, "model.keras"))
     assert not os.path.exists(scratch)
-    assert trainer.checkpoint_files(os.path.join(model_dir, "checkpoints"))[0] == newest
+    assert checkpoints.files(os.path.join(model_dir, "checkpoints"))[0] == newest

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ssal_keras import runs as run_files
-from ssal_keras.analysis import scoring
-from ssal_keras.analysis.scoring import evaluate_run
+from ssal_keras.evaluation import scoring
+from ssal_keras.runs.reader import evaluate_run
 from ssal_keras.training import train
 from tests.conftest import ROOT, metrics, run_clis_at_once, small_config
 

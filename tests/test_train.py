@@ -21,7 +21,9 @@ import pytest
 
 import ssal_keras
 from ssal_keras import grouping, runs
-from ssal_keras.training import RunConfig, train, trainer
+from ssal_keras.runs import reader
+from ssal_keras.training import RunConfig, checkpoints, train, trainer
+from ssal_keras.training.config import read_config
 from tests.conftest import (
     ROOT,
     cli_env,
@@ -64,7 +66,7 @@ def test_baseline_run_writes_the_run_folder(baseline_dir, fashion_dir):
     with open(os.path.join(baseline_dir, "run.json")) as f:
         saved = json.load(f)
     assert saved["batch_size"] == 32 and saved["held_out_examples"] == 100
-    assert runs.read_config(baseline_dir) == small_config(
+    assert read_config(baseline_dir) == small_config(
         fashion_dir, held_out_examples=100)
     assert os.listdir(os.path.join(baseline_dir, "tensorboard", "train"))
     # Once complete, the same call returns its metrics without training.
@@ -149,7 +151,7 @@ def test_killed_run_resumes_and_completes_and_ends_with_its_figures(tmp_path, fa
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     progress = [line for line in killed.stdout.splitlines() if line.startswith("epoch ")]
     assert progress[-1].startswith("epoch 2/3 step 4/8 "), progress[-3:]
-    newest = trainer.checkpoint_files(os.path.join(model_dir, "checkpoints"))[0]
+    newest = checkpoints.files(os.path.join(model_dir, "checkpoints"))[0]
     assert os.path.basename(newest) == "ckpt-12"
     assert not os.path.exists(os.path.join(model_dir, "model.keras"))
     assert metrics(model_dir)["completed"] is False
@@ -306,12 +308,12 @@ def test_a_run_folder_of_flags_txt_still_resumes_and_loads(tmp_path, fashion_dir
                 for f in dataclasses.fields(config)
                 if (v := getattr(config, f.name)) is not None and not isinstance(v, bool))
         + "--nomixed_precision\n--jit_compile\n--taps=\n")
-    assert runs.read_config(old) == config
-    assert runs.load(old).config == config
+    assert read_config(old) == config
+    assert reader.load(old).config == config
     assert train(config, str(old), log=quiet) == metrics(baseline_dir)
     (old / "flags.txt").write_text("--epochs=zero\n")
     with pytest.raises(ValueError, match=r"flags.txt holds no valid run config \(--epochs=zero"):
-        runs.read_config(old)
+        read_config(old)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, fashion_dir):
@@ -334,7 +336,7 @@ def test_a_notebook_trains_evaluates_and_exports_through_the_python_api(tmp_path
                                                                          monkeypatch):
     """What the README's "From Python" block does, from a notebook's working directory."""
     from ssal_keras import export
-    from ssal_keras.analysis.scoring import evaluate_run
+    from ssal_keras.runs.reader import evaluate_run
 
     monkeypatch.chdir(tmp_path)
     config = RunConfig.from_flagfile(
@@ -345,7 +347,7 @@ def test_a_notebook_trains_evaluates_and_exports_through_the_python_api(tmp_path
     scores = evaluate_run("notebook")
     for key in ("base_top1", "base_top5", "joint_top1", "joint_top5", "aux_top1"):
         assert scores[key] == record[key], key
-    run = runs.load("notebook")
+    run = reader.load("notebook")
     assert run.config == config and run.class_names[0] == "t-shirt/top"
     meta = export.export_folder(run.model, "notebook/export", formats="onnx",
                                 class_names=run.class_names, source="notebook")

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssal_keras.analysis import scoring
+from ssal_keras.evaluation import scoring
 from ssal_keras.modeling import outputs
 
 ATTACKS = ("fgsm", "bim")

@@ -48,10 +48,11 @@ from ssal_keras.data.pipelines import (
     shuffled_positions,
     train_pipeline,
 )
-from ssal_keras.data.sources import SPEC_FORMS, Dataset, load
+from ssal_keras.data.sources import DEFAULT_DATASET, SPEC_FORMS, Dataset, load
 
 __all__ = [
     "AUGMENTATIONS",
+    "DEFAULT_DATASET",
     "Dataset",
     "EVAL_CROP_FRACTION",
     "FASHION_MNIST_CLASSES",

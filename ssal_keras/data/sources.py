@@ -73,6 +73,8 @@ import tensorflow as tf
 
 from ssal_keras.data import fashion_mnist, image_folder
 
+# What a run reads when it names no dataset: the built-in data of the quick start.
+DEFAULT_DATASET = "fashion_mnist"
 SPEC_FORMS = "fashion_mnist, tfds:NAME[:TRAIN_SPLIT:EVAL_SPLIT], folder:PATH, npz:PATH"
 _HELD_OUT_SEED = 20200110  # fixed: the held-out part must not depend on the run's seed
 _EVAL_ORDER_SEED = 1

@@ -53,14 +53,14 @@ def _try_create(path, owner):
     return True
 
 
-def acquire(run_dir, *, log=print):
-    """Takes the lock of ``run_dir`` (created if missing) for this process.
+def acquire(model_dir, *, log=print):
+    """Takes the lock of ``model_dir`` (created if missing) for this process.
 
     Raises:
         RunFolderBusy: when a live process (or a process on another host) holds it.
     """
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, LOCK_FILE)
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, LOCK_FILE)
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
     for _ in range(3):  # a takeover races at most with another takeover
         if _try_create(path, owner):
@@ -71,12 +71,12 @@ def acquire(run_dir, *, log=print):
             return path  # this process already holds it (a second train() call)
         if host not in (None, owner["host"]) or (isinstance(pid, int) and _alive(pid)):
             raise RunFolderBusy(
-                f"{run_dir} is being trained by process {pid} on {host} (lock {path}); wait "
+                f"{model_dir} is being trained by process {pid} on {host} (lock {path}); wait "
                 "for it to finish, or remove the lock if that trainer is gone.")
-        log(f"taking over the lock of {run_dir}: its process ({pid} on {host}) is gone")
+        log(f"taking over the lock of {model_dir}: its process ({pid} on {host}) is gone")
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-    raise RunFolderBusy(f"{run_dir}: could not take the lock {path}; another trainer keeps "
+    raise RunFolderBusy(f"{model_dir}: could not take the lock {path}; another trainer keeps "
                         "taking it.")
 
 
@@ -89,9 +89,9 @@ def release(path):
 
 
 @contextlib.contextmanager
-def held(run_dir, *, log=print):
-    """``with held(run_dir):`` the body runs holding the run folder's lock."""
-    path = acquire(run_dir, log=log)
+def held(model_dir, *, log=print):
+    """``with held(model_dir):`` the body runs holding the run folder's lock."""
+    path = acquire(model_dir, log=log)
     try:
         yield path
     finally:

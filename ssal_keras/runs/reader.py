@@ -1,14 +1,25 @@
-"""A finished training run read back: its model, class names, typed config and data.
+"""A finished training run read back: its model, class names, typed config and data, and
+scored (``evaluate_run``).
 
 Every tool that works on a run folder (``evaluate``, ``analyze``, ``export``) reads it here, so
-a run folder is checked, and its data found again, in one way.
+a run folder is checked, and its data found again, in one way. It sits above training: reading
+a run needs its typed config (``training.config``) and its device settings.
 """
 
 import dataclasses
 import json
 import os
 
+import keras
+
+from ssal_keras import data
+from ssal_keras.evaluation import scoring
+# Importing the model code registers its Keras classes, which safe_mode loading looks up.
+from ssal_keras.modeling import model as _registers_model_classes  # noqa: F401
 from ssal_keras.runs import writer
+from ssal_keras.training import device_policy
+from ssal_keras.training import schedules as _registers_schedules  # noqa: F401
+from ssal_keras.training.config import read_config
 
 
 @dataclasses.dataclass
@@ -45,10 +56,8 @@ class TrainedRun:
             ValueError: when the data's images do not fit the model, or ``held_out`` is asked
                 of a run that kept none.
         """
-        from ssal_keras import data  # noqa: PLC0415  (TensorFlow's input pipelines)
-
         config = self.config
-        spec = dataset or (config.dataset if config else "fashion_mnist")
+        spec = self.dataset_spec(dataset)
         if eval_examples is None and config:
             eval_examples = config.eval_examples
         held_out_examples = config.held_out_examples if config else 0
@@ -66,12 +75,15 @@ class TrainedRun:
                              f"{expected}; use the data it was trained for.")
         return loaded, held_out_split
 
+    def dataset_spec(self, dataset=None):
+        """``dataset`` if given, else the run's ``--dataset`` (the default dataset for a folder
+        holding only a model)."""
+        return dataset or (self.config.dataset if self.config else data.DEFAULT_DATASET)
+
     @property
     def jit_compile(self):
         """Whether the run's setting compiles with XLA on this machine, so an evaluation here
         compiles its forward pass as the run's own did."""
-        from ssal_keras.training import device_policy  # noqa: PLC0415  (TensorFlow's)
-
         if not self.config:
             return True
         return device_policy.jit_compile(self.config.jit_compile,
@@ -83,30 +95,6 @@ class TrainedRun:
         return self.config.eval_batch_size if self.config else 256
 
 
-def read_config(model_dir):
-    """The ``RunConfig`` a run was started with: ``run.json``, else an older run's
-    ``flags.txt`` (flagfile lines, read as they were written); None when it has neither.
-
-    Raises:
-        ValueError: naming the file, when it holds no valid config.
-    """
-    from ssal_keras.training import config as config_lib  # noqa: PLC0415  (model code)
-
-    path = os.path.join(model_dir, writer.CONFIG_FILE)
-    legacy = os.path.join(model_dir, writer.LEGACY_FLAGS_FILE)
-    try:
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                return config_lib.RunConfig.from_json(f.read())
-        if os.path.exists(legacy):
-            return config_lib.RunConfig.from_legacy_flags(legacy)
-    except ValueError as error:
-        shown = path if os.path.exists(path) else legacy
-        raise ValueError(f"{shown} holds no valid run config ({error}); restore the "
-                         "file, or train into a new --model_dir.") from None
-    return None
-
-
 def load(model_dir):
     """Reads a run folder written by ``python -m ssal_keras.train`` (or any folder holding a
     ``model.keras``).
@@ -115,10 +103,6 @@ def load(model_dir):
         FileNotFoundError: when the folder or its ``model.keras`` is missing.
         ValueError: when the model or the class names cannot be read.
     """
-    import keras
-
-    import ssal_keras  # noqa: F401  (registers the custom layers for safe_mode loading)
-
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model_dir {model_dir} does not exist; give a run folder "
@@ -144,3 +128,32 @@ def load(model_dir):
             raise ValueError(f"cannot read {names_path}: {error}.") from None
     return TrainedRun(model_dir=model_dir, model=model, class_names=class_names,
                       config=read_config(model_dir))
+
+
+def evaluate_run(model_dir, *, dataset=None, data_dir=None, eval_examples=None,
+                 batch_size=None):
+    """Scores a finished run folder on its evaluation split: what
+    ``python -m ssal_keras.evaluate`` prints, and, with the defaults, the run's own final
+    figures bit for bit (its data, caps, ``image_size``, ``eval_batch_size`` and XLA setting,
+    read back from ``run.json``).
+
+    Args:
+        model_dir: str. A run folder holding ``model.keras``.
+        dataset, data_dir, eval_examples: Overrides of the run's data settings (None: the
+            run's).
+        batch_size: int or None. Evaluation batch size (None: the run's).
+
+    Returns:
+        dict. ``dataset`` and ``evaluate``'s metrics.
+
+    Raises:
+        FileNotFoundError, ValueError: a folder without a model, data that does not fit it.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; received {batch_size}.")
+    run = load(model_dir)
+    split, _ = run.load_data(dataset=dataset, data_dir=data_dir, eval_examples=eval_examples)
+    metrics, _ = scoring.score(run.model, split.eval,
+                               batch_size=batch_size or run.eval_batch_size,
+                               image_size=split.image_size, jit_compile=run.jit_compile)
+    return {"dataset": run.dataset_spec(dataset), **metrics}

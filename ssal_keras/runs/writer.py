@@ -10,7 +10,6 @@ confusion on held-out training images, for ``--groupings=auto``), ``metrics.json
 import json
 import os
 import secrets
-import shutil
 
 import numpy as np
 
@@ -22,7 +21,6 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 HELD_OUT_CONFUSION_FILE = "held_out_confusion.npy"
 GROUPINGS_DIR = "groupings"
-CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 ANALYSIS_DIR = "analysis"
 
@@ -30,7 +28,7 @@ ANALYSIS_DIR = "analysis"
 #: Prefix of the temporary files of the atomic writes; ``clean_leftovers`` removes those a
 #: killed process left behind.
 PARTIAL_PREFIX = ".partial-"
-#: Prefix of the scratch folders of non-chief workers (``training.trainer``).
+#: Prefix of the scratch folders of non-chief workers (``training.checkpoints``).
 SCRATCH_PREFIX = ".scratch_"
 
 
@@ -82,26 +80,20 @@ def _replace_from_temp(path, write, suffix=""):
             os.remove(temp)
 
 
-def clean_leftovers(run_dir, log=print):
-    """Removes what killed writes left in a run folder: ``.partial-*`` files of the atomic
-    writes (in the folder and its sub-folders) and TensorFlow's ``*_temp`` checkpoint folders.
-    Call it while holding the run's lock. (A non-chief worker's scratch folder is its own to
-    clear: ``training.trainer`` empties it when the worker starts.)"""
+def clean_leftovers(model_dir, log=print):
+    """Removes the ``.partial-*`` files killed atomic writes left in a run folder and its
+    sub-folders. Call it while holding the run's lock. (Killed checkpoint saves leave their own
+    leftovers: ``training.checkpoints.clean_leftovers``; a non-chief worker's scratch folder is
+    its own to clear.)"""
     removed = []
-    for folder, names, files in os.walk(run_dir):
+    for folder, names, files in os.walk(model_dir):
         names[:] = [n for n in names if not n.startswith(SCRATCH_PREFIX)]
-        for name in files:
-            if name.startswith(PARTIAL_PREFIX):
-                removed.append(os.path.join(folder, name))
-                os.remove(removed[-1])
-        for name in list(names):
-            if os.path.basename(folder) == CHECKPOINTS_DIR and name.endswith("_temp"):
-                removed.append(os.path.join(folder, name))
-                shutil.rmtree(removed[-1], ignore_errors=True)
-                names.remove(name)
+        removed += [os.path.join(folder, n) for n in files if n.startswith(PARTIAL_PREFIX)]
+    for path in removed:
+        os.remove(path)
     if removed:
         log(f"removed {len(removed)} leftover(s) of an interrupted write: "
-            f"{', '.join(os.path.relpath(p, run_dir) for p in removed[:3])}"
+            f"{', '.join(os.path.relpath(p, model_dir) for p in removed[:3])}"
             + (" ..." if len(removed) > 3 else ""))
     return removed
 

@@ -20,10 +20,12 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import types
 import typing
 
 from ssal_keras import grouping as grouping_lib
+from ssal_keras import data, runs
 from ssal_keras.data import pipelines
 from ssal_keras.modeling import backbones, heads, losses, paper
 from ssal_keras.modeling import weight_decay as weight_decay_lib
@@ -78,7 +80,7 @@ class RunConfig:
     """
 
     # --- data ------------------------------------------------------------------------------
-    dataset: str = _setting("fashion_mnist", "fashion_mnist, tfds:NAME, folder:PATH or "
+    dataset: str = _setting(data.DEFAULT_DATASET, "fashion_mnist, tfds:NAME, folder:PATH or "
                             "npz:PATH (ssal_keras.data.load).")
     data_dir: str | None = _setting(None, "Data folder (TFDS data_dir, IDX files).")
     train_examples: int | None = _setting(None, "Cap on training examples.", minimum=1)
@@ -531,3 +533,25 @@ def parse_settings(values, *, source):
                              "python -m ssal_keras.train (see its --help).")
         settings[name] = parse_value(name, raw)
     return settings
+
+
+def read_config(model_dir):
+    """The ``RunConfig`` a run was started with: ``run.json``, else an older run's
+    ``flags.txt`` (flagfile lines, read as they were written); None when it has neither.
+
+    Raises:
+        ValueError: naming the file, when it holds no valid config.
+    """
+    path = os.path.join(model_dir, runs.CONFIG_FILE)
+    legacy = os.path.join(model_dir, runs.LEGACY_FLAGS_FILE)
+    try:
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return RunConfig.from_json(f.read())
+        if os.path.exists(legacy):
+            return RunConfig.from_legacy_flags(legacy)
+    except ValueError as error:
+        shown = path if os.path.exists(path) else legacy
+        raise ValueError(f"{shown} holds no valid run config ({error}); restore the "
+                         "file, or train into a new --model_dir.") from None
+    return None

@@ -42,7 +42,8 @@ from ssal_keras.modeling import backbones, heads
 from ssal_keras.modeling.model import Branch, SSALModel
 from ssal_keras.modeling.weight_decay import rates_by_class
 from ssal_keras.runs import lock
-from ssal_keras.training import device_policy, distribute, trainer
+from ssal_keras.training import checkpoints, device_policy, distribute, trainer
+from ssal_keras.training import config as config_lib
 from ssal_keras.training.config import AUTO, RunConfig
 
 
@@ -81,6 +82,7 @@ def train(config, model_dir, *, log=print):
         with lock.held(model_dir, log=log) if chief else contextlib.nullcontext():
             if chief:
                 runs.clean_leftovers(model_dir, log=log)
+                checkpoints.clean_leftovers(model_dir, log=log)
             # Read again under the lock: another trainer may have moved the run on.
             previous = _previous_metrics(config, model_dir)
             record = _train_in_folder(config, model_dir, strategy, chief, previous, started,
@@ -104,7 +106,7 @@ def _train_in_folder(config, model_dir, strategy, chief, previous, started, log)
     log(f"XLA {'on' if jit_compile else 'off'} ({why})")
     loop = trainer.Trainer(
         strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
-        run_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
+        model_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
         augment=config.augment, augment_options=config.augment_options(),
         seed=config.seed, shuffle=config.shuffle, label_smoothing=config.label_smoothing,
         label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
@@ -125,8 +127,8 @@ def _previous_metrics(config, model_dir):
     """The metrics of the run already in ``model_dir`` (``{}`` if none), after checking it is
     the run of ``config``: a started run resumes only with the settings it began with."""
     started = any(os.path.exists(os.path.join(model_dir, f))
-                  for f in (runs.CHECKPOINTS_DIR, runs.METRICS_FILE))
-    saved = runs.read_config(model_dir) if started else None
+                  for f in (checkpoints.CHECKPOINTS_DIR, runs.METRICS_FILE))
+    saved = config_lib.read_config(model_dir) if started else None
     if saved is not None:
         changed = saved.differences(config)
         if changed:

@@ -11,7 +11,6 @@ with a separate rate for the heads (docs/authors_settings.md, section 3).
 import dataclasses
 import math
 import os
-import shutil
 import time
 
 import keras
@@ -19,22 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from ssal_keras import data, runs
-from ssal_keras.analysis import scoring
+from ssal_keras.evaluation import scoring
 from ssal_keras.modeling import outputs
 from ssal_keras.modeling import weight_decay as weight_decay_lib
 from ssal_keras.modeling.losses import sparse_crossentropy
-from ssal_keras.training import distribute
-
-
-def checkpoint_files(folder):
-    """The checkpoint prefixes in ``folder`` (``.../ckpt-N``), newest first, found by their
-    ``.index`` files rather than by TensorFlow's ``checkpoint`` index file."""
-    numbered = []
-    for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        number = name[len("ckpt-"):-len(".index")]
-        if name.startswith("ckpt-") and name.endswith(".index") and number.isdigit():
-            numbered.append((int(number), os.path.join(folder, name[:-len(".index")])))
-    return [path for _, path in sorted(numbered, reverse=True)]
+from ssal_keras.training import checkpoints, distribute
 
 
 class NonFiniteLoss(Exception):
@@ -132,7 +120,7 @@ class Trainer:
         model: keras.Model. ``SSALModel`` or a plain classifier (single softmax output).
         optimizer: keras.optimizers.Optimizer. Built on ``model.trainable_variables``.
         dataset: data.Dataset. Unbatched train and eval splits.
-        run_dir: str. The run folder (checkpoints, TensorBoard).
+        model_dir: str. The run folder (checkpoints, TensorBoard).
         global_batch_size: int. Examples per step over all replicas.
         epochs: int. Epochs of the whole run.
         augment: str. Augmentation of ``data.train_pipeline``.
@@ -155,7 +143,7 @@ class Trainer:
         log: callable. Prints one progress line.
     """
 
-    def __init__(self, *, strategy, model, optimizer, dataset, run_dir, global_batch_size,
+    def __init__(self, *, strategy, model, optimizer, dataset, model_dir, global_batch_size,
                  epochs, augment, seed, label_smoothing, weight_decay, aux_weight_decay,
                  jit_compile, checkpoint_steps, log_every_steps, eval_batch_size,
                  augment_options=None, label_smoothing_mode="uniform", shuffle="full",
@@ -165,7 +153,7 @@ class Trainer:
         self.model = model
         self.optimizer = optimizer
         self.dataset = dataset
-        self.run_dir = run_dir
+        self.model_dir = model_dir
         self.global_batch_size = global_batch_size
         self.epochs = epochs
         self.augment = augment
@@ -206,30 +194,20 @@ class Trainer:
         self._predict = scoring.compiled_predict(model, jit_compile=jit_compile)
 
     def _build_checkpoint(self):
-        """The checkpoint (weights, optimizer, data position) and its manager."""
+        """The checkpoints (weights, optimizer, data position) of this worker."""
         # The data position: plain host variables (not mirrored), saved with the weights.
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              epoch=self.epoch, step_in_epoch=self.step_in_epoch)
-        task_type, task_index = distribute.task_id(self.strategy)
-        # Only the chief writes the real folder; the others save (they must take part in the
-        # save) into a scratch folder that is removed again (TF multi-worker tutorial).
-        folder = self.run_dir if self.chief else os.path.join(
-            self.run_dir, f"{runs.SCRATCH_PREFIX}{task_type}_{task_index}")
-        if not self.chief:  # what a killed earlier start of this worker left
-            shutil.rmtree(folder, ignore_errors=True)
-        self.checkpoint_dir = os.path.join(folder, runs.CHECKPOINTS_DIR)
-        self.restore_dir = os.path.join(self.run_dir, runs.CHECKPOINTS_DIR)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
-                                                  max_to_keep=3)
+        self.checkpoints = checkpoints.RunCheckpoints(
+            self.model_dir, {"model": self.model, "optimizer": self.optimizer,
+                             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch},
+            chief=self.chief, task=distribute.task_id(self.strategy), log=self.log)
 
     def _build_writers(self):
         """TensorBoard writers of the train and eval splits (in the scratch folder off-chief)."""
         self.writers = {
             split: tf.summary.create_file_writer(
-                os.path.join(self.run_dir, runs.TENSORBOARD_DIR, split) if self.chief
-                else os.path.join(self.checkpoint_dir, "..", runs.TENSORBOARD_DIR, split))
+                os.path.join(self.checkpoints.worker_dir, runs.TENSORBOARD_DIR, split))
             for split in ("train", "eval")
         }
 
@@ -326,36 +304,12 @@ class Trainer:
 
     # --- loop ------------------------------------------------------------------------------
     def restore(self):
-        """Restores the newest readable checkpoint, if any. Returns ``(epoch, step_in_epoch)``.
-
-        Every worker restores the chief's checkpoints (the others only ever save to scratch).
-        Checkpoints are found by their files, so a damaged ``checkpoint`` index file cannot
-        hide them; an unreadable newest one (a kill in the middle of its write, a damaged
-        disk) falls back to the one before, saying so.
-
-        Raises:
-            ValueError: when checkpoints exist and none of them can be read (never a silent
-                restart from epoch 1).
-        """
-        candidates = checkpoint_files(self.restore_dir)
-        if candidates and self.chief and self.manager.latest_checkpoint != candidates[0]:
-            self.log(f"{os.path.join(self.restore_dir, 'checkpoint')} does not name "
-                     f"{candidates[0]}: the checkpoints are read from their files")
-        for index, path in enumerate(candidates):
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except Exception as error:  # noqa: BLE001  (damage shows as many error types)
-                problem = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
-                if index + 1 == len(candidates):
-                    raise ValueError(
-                        f"no readable checkpoint in {self.restore_dir}: the oldest, {path}, "
-                        f"fails too ({problem}); move the checkpoints away to restart the run "
-                        "from epoch 1.") from None
-                self.log(f"checkpoint {path} is unreadable ({problem}); falling back to "
-                         f"{candidates[index + 1]}")
-                continue
+        """Restores the newest readable checkpoint, if any (``checkpoints.RunCheckpoints``:
+        every worker reads the chief's, an unreadable one falls back to the one before).
+        Returns ``(epoch, step_in_epoch)``."""
+        path = self.checkpoints.restore()
+        if path is not None:
             self._log_restored(path)
-            break
         return int(self.epoch), int(self.step_in_epoch)
 
     def _log_restored(self, path):
@@ -370,7 +324,7 @@ class Trainer:
         global step."""
         self.epoch.assign(epoch)
         self.step_in_epoch.assign(step_in_epoch)
-        self.manager.save(checkpoint_number=epoch * self.steps_per_epoch + step_in_epoch)
+        self.checkpoints.save(epoch * self.steps_per_epoch + step_in_epoch)
 
     def _check_pending(self, state, done):
         """Reads back the epoch's pending step losses into ``state.losses``; ``done`` is the
@@ -384,7 +338,7 @@ class Trainer:
         first_step = state.epoch * self.steps_per_epoch + state.pending_first
         for offset, value in enumerate(values):
             if not math.isfinite(value):
-                kept = self.manager.latest_checkpoint or "none (no checkpoint was written)"
+                kept = self.checkpoints.latest or "none (no checkpoint was written)"
                 raise NonFiniteLoss(
                     f"training loss became {value} at step {first_step + offset + 1}; stopped "
                     f"without saving. Last good checkpoint: {kept}. Lower --learning_rate or "
@@ -500,5 +454,4 @@ class Trainer:
         """Flushes TensorBoard; a non-chief worker removes its scratch folder."""
         for writer in self.writers.values():
             writer.flush()
-        if not self.chief:
-            shutil.rmtree(os.path.dirname(self.checkpoint_dir), ignore_errors=True)
+        self.checkpoints.close()

@@ -173,34 +173,3 @@ def score(model, split, *, batch_size, image_size=None, jit_compile=True, predic
     batches = data.eval_pipeline(split, batch_size=batch_size, image_size=image_size)
     predict = predict or compiled_predict(model, jit_compile=jit_compile)
     return evaluate(model, batches, predict=predict)
-
-
-def evaluate_run(model_dir, *, dataset=None, data_dir=None, eval_examples=None,
-                 batch_size=None):
-    """Scores a finished run folder on its evaluation split: what
-    ``python -m ssal_keras.evaluate`` prints, and, with the defaults, the run's own final
-    figures bit for bit (its data, caps, ``image_size``, ``eval_batch_size`` and XLA setting,
-    read back from ``run.json``).
-
-    Args:
-        model_dir: str. A run folder holding ``model.keras``.
-        dataset, data_dir, eval_examples: Overrides of the run's data settings (None: the
-            run's).
-        batch_size: int or None. Evaluation batch size (None: the run's).
-
-    Returns:
-        dict. ``dataset`` and ``evaluate``'s metrics.
-
-    Raises:
-        FileNotFoundError, ValueError: a folder without a model, data that does not fit it.
-    """
-    from ssal_keras import runs  # noqa: PLC0415  (runs reads configs, which import model code)
-
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; received {batch_size}.")
-    run = runs.load(model_dir)
-    split, _ = run.load_data(dataset=dataset, data_dir=data_dir, eval_examples=eval_examples)
-    metrics, _ = score(run.model, split.eval, batch_size=batch_size or run.eval_batch_size,
-                       image_size=split.image_size, jit_compile=run.jit_compile)
-    spec = dataset or (run.config.dataset if run.config else "fashion_mnist")
-    return {"dataset": spec, **metrics}

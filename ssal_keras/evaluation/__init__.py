@@ -1,0 +1,3 @@
+"""The one evaluation of a model (``scoring``): top-1/top-5 of every output, group accuracy of
+every branch and the mistakes that stay in a group. It sits below training because the
+trainer's per-epoch evaluation and ``python -m ssal_keras.evaluate`` must be the same code."""
