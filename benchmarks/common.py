@@ -16,6 +16,7 @@ workers of ``inference.py`` must start without TensorFlow).
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -334,7 +335,7 @@ def recipe_model(recipe, shape, classes, groupings=None):
     dataset = data.Dataset(train=None, eval=None, num_classes=classes, class_names=[],
                            image_shape=shape, num_train=1, num_eval=1)
     loaded = [grouping.load_grouping(path) for path in config.groupings]
-    return run.build_model(config, dataset, loaded, "scale")
+    return run.build_model(config.resolve(), dataset, loaded, "scale")
 
 
 def synthetic_npz(folder, shape, classes, examples, eval_examples=64):
@@ -393,7 +394,7 @@ def time_training(spec, folder, *, process_devices=1, log=lambda line: None):
 
     A spec: ``name``; ``recipe`` (``models/RECIPE.flags``); the synthetic images' ``shape``
     and ``classes``; ``groups`` per branch (grouping files c mod k; None: the recipe's own
-    files); ``path``; ``jit`` (XLA); ``precision`` (``--mixed_precision``: ``"off"`` or
+    files); ``path``; ``jit`` (XLA); ``precision`` (``--mixed_precision``: ``"float32"`` or
     ``"bfloat16"``); ``devices`` (logical CPU devices, mirrored when > 1); ``batch_size``
     (None: the recipe's); ``warmup``, ``steps`` and ``repeats``.
     """
@@ -422,12 +423,13 @@ def time_training(spec, folder, *, process_devices=1, log=lambda line: None):
             strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
         else:
             strategy = distribute.create_strategy("default")
-        dataset, _, normalization = run._data(config, log)
+        resolved = config.resolve()
+        dataset, _, normalization = run.load_data(resolved.data, resolved.backbone, log)
         loaded = [grouping_lib.load_grouping(path) for path in config.groupings]
-        run_dir = os.path.join(folder, "run")
+        model_dir = os.path.join(folder, "run")
         started = time.perf_counter()
         if spec["path"] == "loop":
-            loop, model = _trainer(config, strategy, dataset, loaded, normalization, run_dir,
+            loop, model = _trainer(config, strategy, dataset, loaded, normalization, model_dir,
                                    spec["jit"], log)
             figures = _time_loop(loop, spec)
             # XLA as it ran: the trainer falls back from it where XLA cannot compile the
@@ -435,7 +437,7 @@ def time_training(spec, folder, *, process_devices=1, log=lambda line: None):
             xla = loop._loss_and_gradients != loop._replica_loss_and_gradients
             compute = {"xla": bool(xla), "replicas": strategy.num_replicas_in_sync}
         else:
-            model, figures = _time_fit(config, dataset, loaded, normalization, spec)
+            model, figures = _time_fit(resolved, dataset, loaded, normalization, spec)
             compute = {"xla": bool(spec["jit"]), "replicas": 1}
         compute["dtype_policy"] = keras.mixed_precision.global_policy().name
     images = spec["batch_size"] * spec["steps"]
@@ -463,21 +465,18 @@ def synthetic_recipe_config(spec, folder):
                          shuffle=spec.get("shuffle") or base.shuffle)
 
 
-def _trainer(config, strategy, dataset, groupings, normalization, run_dir, jit, log):
+def _trainer(config, strategy, dataset, groupings, normalization, model_dir, jit, log):
     """The trainer as ``ssal_keras.training.run`` builds it (model, optimizer, loop), with XLA
-    as asked."""
+    as asked and no checkpoint within an epoch."""
     from ssal_keras.training import run, trainer
 
-    model, optimizer = run._model_and_optimizer(config, strategy, dataset, groupings,
-                                                normalization, log)
-    loop = trainer.Trainer(
-        strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
-        run_dir=run_dir, global_batch_size=config.batch_size, epochs=config.epochs,
-        augment=config.augment, augment_options=config.augment_options(),
-        seed=config.seed, shuffle=config.shuffle, label_smoothing=config.label_smoothing,
-        label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
-        jit_compile=jit, checkpoint_steps=0, log_every_steps=config.log_every_steps,
-        eval_batch_size=config.eval_batch_size, log=log)
+    resolved = dataclasses.replace(config.resolve(), checkpoint_steps=0)
+    model, optimizer = run.model_and_optimizer(resolved, strategy, dataset, groupings,
+                                               normalization,
+                                               sync_batch_norm=config.sync_batch_norm, log=log)
+    loop = trainer.Trainer(strategy=strategy, model=model, optimizer=optimizer,
+                           dataset=dataset, model_dir=model_dir, run=resolved, jit_compile=jit,
+                           log=log)
     return loop, model
 
 
@@ -509,11 +508,10 @@ def _time_loop(loop, spec):
     return {"seconds": seconds, "warmup_seconds": warmup_seconds}
 
 
-def fit_weight_decay(model, decay):
-    """The trainer's weight decay (``decay``: ``RunConfig.decay_settings()``) on ``model`` for
-    ``model.fit``: an ``L2(rate / 2)``
-    regulariser on each trainable variable the trainer decays at ``rate`` (same classes and
-    rates, ``ssal_keras.modeling.weight_decay.decay_rates``).
+def fit_weight_decay(model, rates):
+    """The trainer's weight decay on ``model`` for ``model.fit``: an ``L2(rate / 2)``
+    regulariser on each trainable variable the trainer decays at ``rate`` (``rates``: one per
+    ``model.trainable_variables``, ``DecaySettings.rates(model)``).
 
     The trainer adds ``rate * w`` to the gradient of the loss before the optimizer;
     ``L2(c)`` adds ``c * sum(w ** 2)`` to the loss Keras differentiates, whose gradient is
@@ -524,9 +522,6 @@ def fit_weight_decay(model, decay):
     """
     import keras
 
-    from ssal_keras.modeling import weight_decay
-
-    rates = weight_decay.decay_rates(model, **decay)
     counted = {}
     for variable, rate in zip(model.trainable_variables, rates):
         if rate:
@@ -535,7 +530,7 @@ def fit_weight_decay(model, decay):
     return counted
 
 
-def _time_fit(config, dataset, groupings, normalization, spec):
+def _time_fit(resolved, dataset, groupings, normalization, spec):
     """``model.fit`` of the same model and settings; warm-up and each repeat's seconds."""
     import keras
     import tensorflow as tf
@@ -545,12 +540,12 @@ def _time_fit(config, dataset, groupings, normalization, spec):
     from ssal_keras.modeling.losses import SparseCrossentropy
     from ssal_keras.training import run, trainer
 
-    model = run.build_model(config, dataset, groupings, normalization)
-    optimizer = run.build_optimizer(config, trainer.steps_per_epoch(
-        tf.distribute.get_strategy(), dataset.num_train, config.batch_size))
-    fit_weight_decay(model, config.decay_settings())
-    smoothing = {"label_smoothing": config.label_smoothing,
-                 "label_smoothing_mode": config.label_smoothing_mode}
+    settings = resolved.data
+    model = run.build_model(resolved, dataset, groupings, normalization)
+    optimizer = resolved.schedule.optimizer(trainer.steps_per_epoch(
+        tf.distribute.get_strategy(), dataset.num_train, settings.batch_size))
+    fit_weight_decay(model, resolved.decay.rates(model))
+    smoothing = dataclasses.asdict(resolved.loss)
     if outputs.is_ssal(model):  # the loss terms and weights of the recipe (loss_terms)
         model.compile(optimizer=optimizer, metrics=["accuracy"], jit_compile=bool(spec["jit"]),
                       **smoothing)
@@ -558,10 +553,10 @@ def _time_fit(config, dataset, groupings, normalization, spec):
         model.compile(optimizer=optimizer, loss=SparseCrossentropy(**smoothing),
                       metrics=["accuracy"], jit_compile=bool(spec["jit"]))
     # The trainer's first epoch's input (Trainer._epoch_iterator on one device).
-    batches = data.train_pipeline(dataset, batch_size=config.batch_size,
-                                  augment=config.augment, seed=config.seed,
-                                  shuffle=config.shuffle, repeat=True,
-                                  **config.augment_options())
+    batches = data.train_pipeline(dataset, batch_size=settings.batch_size,
+                                  augment=settings.augment, seed=settings.seed,
+                                  shuffle=settings.shuffle, repeat=True,
+                                  **settings.augment_options())
     marks = [spec["warmup"] - 1 + k * spec["steps"] for k in range(spec["repeats"] + 1)]
     times = []
 

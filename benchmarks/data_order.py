@@ -54,10 +54,11 @@ def time_pipeline(spec, folder):
     from ssal_keras.training import run
 
     config = common.synthetic_recipe_config(spec, folder)
-    dataset, _, _ = run._data(config, lambda line: None)
+    settings = config.resolve()
+    dataset, _, _ = run.load_data(settings.data, settings.backbone, lambda line: None)
     batches = iter(data.train_pipeline(
         dataset, batch_size=config.batch_size, augment=config.augment, seed=config.seed,
-        shuffle=config.shuffle, repeat=True, **config.augment_options()))
+        shuffle=config.shuffle, repeat=True, **settings.data.augment_options()))
 
     def draw(count):
         start = time.perf_counter()
@@ -103,7 +104,7 @@ def main(argv=None):
         kind, shuffle = CONFIGURATIONS[name]
         spec = {"name": name, "kind": kind, "shuffle": shuffle, "recipe": RECIPE,
                 "shape": list(SHAPE), "classes": CLASSES, "groups": None,
-                "train_images": TRAIN_IMAGES, "path": "loop", "jit": False, "precision": "off",
+                "train_images": TRAIN_IMAGES, "path": "loop", "jit": False, "precision": "float32",
                 "devices": 1, "batch_size": None, "warmup": args.warmup, "steps": args.steps,
                 "repeats": args.repeats}
         with common.stage(name):

@@ -38,6 +38,7 @@ GPUs from Ampere on, as TensorFlow does.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -90,19 +91,21 @@ def resolve_recipe(recipe, groups, classes):
     with tempfile.TemporaryDirectory() as folder:
         files = common.grouping_files(folder, classes, groups) if groups else None
         config = common.recipe_config(recipe, files)
-        name, _, options = config.backbone_settings()
-        settings = {"backbone": name, "backbone_options": options,
+        run = config.resolve()
+        settings = {"backbone": run.backbone.name, "backbone_options": run.backbone.options,
                     "normalization": config.normalization, "batch_size": config.batch_size,
                     "learning_rate": config.learning_rate, "momentum": config.momentum,
                     "nesterov": config.nesterov, "epochs": config.epochs,
                     "held_out_examples": config.held_out_examples,
                     "decay": {k: list(v) if isinstance(v, tuple) else v
-                              for k, v in config.decay_settings().items()}}
-        if config.groupings:
-            taps, head_list, weights, alpha = config.branch_settings()
+                              for k, v in dataclasses.asdict(run.decay).items()}}
+        if run.branches:
+            branches = run.branches
             settings["branches"] = {
-                "taps": list(taps), "heads": head_list, "loss_weights": list(weights),
-                "alpha": alpha, "objective": config.objective,
+                "taps": list(branches.taps),
+                "heads": [list(h) if isinstance(h, tuple) else h for h in branches.heads],
+                "loss_weights": list(branches.loss_weights), "alpha": branches.alpha,
+                "objective": branches.objective,
                 "head_style": config.head_style or (config.paper.head_style if config.paper
                                                     else None)}
     return settings
@@ -128,7 +131,7 @@ def build(model, settings, policy):
     import keras
 
     import ssal_keras
-    from ssal_keras.modeling import backbones, heads
+    from ssal_keras.modeling import backbones, heads, weight_decay
     from ssal_keras.modeling.losses import SparseCrossentropy
 
     keras.config.set_dtype_policy(policy)
@@ -149,7 +152,7 @@ def build(model, settings, policy):
             alpha=branches["alpha"], objective=branches["objective"])
     optimizer = keras.optimizers.SGD(settings["learning_rate"], momentum=settings["momentum"],
                                      nesterov=settings["nesterov"])
-    common.fit_weight_decay(network, settings["decay"])
+    common.fit_weight_decay(network, weight_decay.decay_rates(network, **settings["decay"]))
     loss = None if branches else SparseCrossentropy()
     network.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=True)
     return network

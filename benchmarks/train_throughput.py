@@ -103,7 +103,7 @@ def specs(args):
             path, jit, devices = CONFIGURATIONS[configuration]
             out.append({"name": f"{model}_{configuration}", "recipe": MODELS[model],
                         "shape": list(SHAPE), "classes": CLASSES, "groups": None,
-                        "path": path, "jit": jit, "precision": "off", "devices": devices,
+                        "path": path, "jit": jit, "precision": "float32", "devices": devices,
                         "batch_size": args.batch_size,  # None: the recipe's
                         "warmup": args.warmup, "steps": args.steps,
                         "repeats": args.repeats})

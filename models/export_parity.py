@@ -108,8 +108,9 @@ def _paper_resnet50_cifar100():
 
     config = RunConfig.from_flagfile(PAPER_RECIPE, dataset="npz:unused")
     shape = types.SimpleNamespace(num_classes=100, image_shape=(32, 32, 3))
-    return run.build_model(config, shape, [np.arange(100) % k for k in PAPER_GROUPS],
-                           config.normalization_spec())
+    resolved = config.resolve()
+    return run.build_model(resolved, shape, [np.arange(100) % k for k in PAPER_GROUPS],
+                           resolved.backbone.normalization)
 
 
 def _quick_start(run_dir):

@@ -40,7 +40,7 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False,
 def _define_setting_flags():
     """One flag per ``RunConfig`` field, of its type, with its help and valid values."""
     for field in dataclasses.fields(config_lib.RunConfig):
-        kind, item, _ = config_lib.type_parts(field)
+        kind, item, _ = flagfile.type_parts(field)
         name, default, help_text = field.name, field.default, field.metadata["help"]
         choices = field.metadata["choices"]
         if field.metadata["repeated"]:
@@ -60,15 +60,17 @@ _define_setting_flags()
 
 def switch_spellings(arg):
     """``arg`` with a former bool flag (``--mixed_precision``, ``--nojit_compile``,
-    ``--jit_compile=false``) spelled as its choice, which absl's enum flag takes."""
+    ``--jit_compile=false``) or a choice's former spelling (``--mixed_precision=off``)
+    spelled as today's choice, which absl's enum flag takes."""
     name, equals, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
     switch = name[2:] if (name.startswith("no") and not equals
                           and name not in config_lib.FIELDS) else name
     field = config_lib.FIELDS.get(switch)
-    if field is None or not field.metadata["boolean_aliases"]:
+    if field is None or not (field.metadata["boolean_aliases"]
+                             or field.metadata["old_spellings"]):
         return arg
     given = value if equals else ("false" if switch != name else "true")
-    return f"--{switch}={config_lib.unaliased(field, given)}"
+    return f"--{switch}={flagfile.unaliased(field, given)}"
 
 
 def split_flagfiles(args):
@@ -97,8 +99,8 @@ def command_line_settings():
             continue
         value = holder.value
         if isinstance(value, list):
-            value = config_lib.parse_value(
-                name, value if field.metadata["repeated"] else ",".join(value))
+            value = flagfile.parse_value(
+                field, value if field.metadata["repeated"] else ",".join(value))
         settings[name] = value
     return settings
 
@@ -156,7 +158,8 @@ def run(flagfiles):
     # The flagfiles' settings (read once, above), then the command line's, which win: what
     # RunConfig.from_flagfile(flagfiles, **settings) does.
     config = config_lib.RunConfig(**{
-        **config_lib.parse_settings(file_values, source=", ".join(flagfiles)),
+        **flagfile.parse_settings(file_values, config_lib.FIELDS, source=", ".join(flagfiles),
+                                   skipped=config_lib.CLI_OPTIONS),
         **command_line_settings()})
     reference = read_reference(_option(_REFERENCE, file_values))
     if _option(_DRY_RUN, file_values):

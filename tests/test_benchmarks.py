@@ -88,14 +88,11 @@ def test_fit_weight_decay_is_the_trainers():
     exactly the decayed variables."""
     import tensorflow as tf
 
-    from ssal_keras.modeling import weight_decay
-
     config = common.recipe_config("fashion_mnist_ssal")
     model = common.recipe_model("fashion_mnist_ssal", (28, 28, 1), 10)
-    counted = common.fit_weight_decay(model, config.decay_settings())
-    assert counted == {5e-4: sum(1 for r in weight_decay.decay_rates(
-        model, **config.decay_settings()) if r)}
-    rates = weight_decay.decay_rates(model, **config.decay_settings())
+    rates = config.resolve().decay.rates(model)
+    counted = common.fit_weight_decay(model, rates)
+    assert counted == {5e-4: sum(1 for r in rates if r)}
     with tf.GradientTape() as tape:
         penalty = tf.add_n(model.losses)
     gradients = tape.gradient(penalty, model.trainable_variables)

@@ -1,4 +1,4 @@
-"""``--jit_compile=auto|true|false`` and ``--mixed_precision=auto|bfloat16|float16|off``: what
+"""``--jit_compile=auto|true|false`` and ``--mixed_precision=auto|bfloat16|float16|float32``: what
 ``auto`` picks on which device and why, the old bool spellings, float16 with loss scaling."""
 
 import dataclasses
@@ -12,7 +12,8 @@ import pytest
 from ssal_keras.runs.reader import evaluate_run
 from ssal_keras.train import switch_spellings
 from ssal_keras.training import RunConfig, device_policy, train
-from ssal_keras.training.config import parse_settings
+from ssal_keras.training import flagfile
+from ssal_keras.training.config import FIELDS
 from tests.conftest import (ROOT, metrics, one_error_line, run_train, small_config,
                             train_args)
 
@@ -43,25 +44,32 @@ def test_the_policy_constants_are_the_committed_measurements():
 
 
 # --- settings --------------------------------------------------------------------------------
-def test_defaults_and_the_old_bool_spellings_keep_their_meaning():
-    assert (RunConfig().jit_compile, RunConfig().mixed_precision) == ("auto", "off")
+def test_defaults_and_the_old_spellings_keep_their_meaning():
+    assert (RunConfig().jit_compile, RunConfig().mixed_precision) == ("auto", "float32")
     assert RunConfig(mixed_precision=True, jit_compile=False).mixed_precision == "bfloat16"
     assert RunConfig(mixed_precision=True, jit_compile=False).jit_compile == "false"
     # run.json of older runs held bools.
     old = RunConfig.from_dict({"mixed_precision": False, "jit_compile": True})
-    assert (old.mixed_precision, old.jit_compile) == ("off", "true")
+    assert (old.mixed_precision, old.jit_compile) == ("float32", "true")
+    # "off", float32's spelling until issue 21, in run.json, flagfiles and command lines.
+    assert RunConfig.from_dict({"mixed_precision": "off"}).mixed_precision == "float32"
+    assert flagfile.parse_settings({"mixed_precision": "off"}, FIELDS, source="f") == {
+        "mixed_precision": "float32"}
     # Flagfile lines and command-line arguments of every release.
-    assert parse_settings({"mixed_precision": None, "nojit_compile": None}, source="f") == {
+    assert flagfile.parse_settings({"mixed_precision": None, "nojit_compile": None}, FIELDS,
+                                   source="f") == {
         "mixed_precision": "bfloat16", "jit_compile": "false"}
-    assert parse_settings({"nomixed_precision": None}, source="f") == {"mixed_precision": "off"}
+    assert flagfile.parse_settings({"nomixed_precision": None}, FIELDS, source="f") == {
+        "mixed_precision": "float32"}
     assert [switch_spellings(a) for a in (
         "--mixed_precision", "--nomixed_precision", "--mixed_precision=True", "--jit_compile",
-        "--nojit_compile", "--jit_compile=0", "--mixed_precision=float16", "--nesterov")] == [
-        "--mixed_precision=bfloat16", "--mixed_precision=off", "--mixed_precision=bfloat16",
+        "--nojit_compile", "--jit_compile=0", "--mixed_precision=float16", "--nesterov",
+        "--mixed_precision=off")] == [
+        "--mixed_precision=bfloat16", "--mixed_precision=float32", "--mixed_precision=bfloat16",
         "--jit_compile=true", "--jit_compile=false", "--jit_compile=false",
-        "--mixed_precision=float16", "--nesterov"]
+        "--mixed_precision=float16", "--nesterov", "--mixed_precision=float32"]
     with pytest.raises(ValueError, match="mixed_precision='fp8': not a valid value; valid: "
-                                         "auto, bfloat16, float16, off."):
+                                         "auto, bfloat16, float16, float32."):
         RunConfig(mixed_precision="fp8")
     # XLA changes no result, so a run may resume with another --jit_compile.
     assert RunConfig(jit_compile="true").differences(RunConfig(jit_compile="false")) == []
@@ -72,7 +80,7 @@ def test_cli_refuses_an_unknown_precision_in_one_line(tmp_path):
     assert result.returncode == 2
     line = one_error_line(result)
     assert line == ("train: error: flag --mixed_precision=fp8: value should be one of "
-                    "<auto|bfloat16|float16|off>")
+                    "<auto|bfloat16|float16|float32>")
     assert not os.path.exists(tmp_path / "run")
 
 
@@ -93,11 +101,11 @@ def test_jit_auto_follows_the_device_and_the_measurements():
 @pytest.mark.parametrize("flags, gpus, bound, expected", [
     ({"avx512_bf16", "avx512f"}, [], -0.001, "bfloat16"),
     ({"amx_bf16"}, [], -0.003, "bfloat16"),  # the rule's edge: mean - 2 SE >= -0.3 points
-    ({"amx_bf16"}, [], -0.0031, "off"),  # parity not shown
-    ({"amx_bf16"}, [], None, "off"),  # not measured
-    ({"avx2"}, [], -0.001, "off"),
+    ({"amx_bf16"}, [], -0.0031, "float32"),  # parity not shown
+    ({"amx_bf16"}, [], None, "float32"),  # not measured
+    ({"avx2"}, [], -0.001, "float32"),
     (set(), [(8, 0), (9, 0)], None, "bfloat16"),
-    (set(), [(8, 0), (7, 5)], None, "off"),  # every device must compute it
+    (set(), [(8, 0), (7, 5)], None, "float32"),  # every device must compute it
 ])
 def test_precision_auto(monkeypatch, flags, gpus, bound, expected):
     monkeypatch.setattr(device_policy, "cpu_flags", lambda: frozenset(flags))
@@ -107,7 +115,8 @@ def test_precision_auto(monkeypatch, flags, gpus, bound, expected):
 
 
 def test_explicit_precisions_and_where_float16_cannot_run():
-    assert device_policy.precision("off", gpus=[(8, 0)]) == ("off", "--mixed_precision=off")
+    assert device_policy.precision("float32", gpus=[(8, 0)]) == ("float32",
+                                                                 "--mixed_precision=float32")
     assert device_policy.precision("float16", gpus=[(7, 0)])[0] == "float16"
     assert "emulated" in device_policy.precision("float16", gpus=[])[1]
     with pytest.raises(ValueError, match=r"mixed_precision=float16: a GPU here has compute "
@@ -126,10 +135,10 @@ def test_cpu_flags_read_proc_cpuinfo(tmp_path):
 def test_float16_trains_with_loss_scaling_and_evaluates_as_it_trained(tmp_path, fashion_dir,
                                                                       monkeypatch):
     built = []
-    from ssal_keras.training import run as run_module
+    from ssal_keras.training.resolved import ScheduleSettings
 
-    real = run_module.build_optimizer
-    monkeypatch.setattr(run_module, "build_optimizer",
+    real = ScheduleSettings.optimizer
+    monkeypatch.setattr(ScheduleSettings, "optimizer",
                         lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     lines = []
     model_dir = str(tmp_path / "float16")
@@ -141,7 +150,7 @@ def test_float16_trains_with_loss_scaling_and_evaluates_as_it_trained(tmp_path, 
                                "measured x") for line in lines)
     assert isinstance(built[0], keras.optimizers.LossScaleOptimizer)
     # It learns as float32 does from the same start (loss scaling unscaled, decay included).
-    float32 = train(dataclasses.replace(config, mixed_precision="off"), str(tmp_path / "f32"),
+    float32 = train(dataclasses.replace(config, mixed_precision="float32"), str(tmp_path / "f32"),
                     log=lambda line: None)
     np.testing.assert_allclose([h["train_loss"] for h in record["history"]],
                                [h["train_loss"] for h in float32["history"]], rtol=0.01)
@@ -157,7 +166,7 @@ def test_float16_is_refused_in_one_line_where_no_gpu_computes_it(tmp_path, fashi
                                                                  monkeypatch):
     monkeypatch.setattr(device_policy, "gpu_capabilities", lambda: [(5, 0)])
     with pytest.raises(ValueError, match="below the 5.3 float16 needs; use "
-                                         "--mixed_precision=off"):
+                                         "--mixed_precision=float32"):
         train(small_config(fashion_dir, mixed_precision="float16"), str(tmp_path / "r"),
               log=lambda line: None)
     assert not os.path.exists(tmp_path / "r")

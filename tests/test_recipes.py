@@ -37,7 +37,7 @@ def test_recipe_reads_from_any_directory_and_says_what_it_is(path, monkeypatch, 
     assert "Paper" in header
     monkeypatch.chdir(tmp_path)  # nested flagfiles and grouping files: read beside the recipe
     config = RunConfig.from_flagfile(path)
-    backbone = config.backbone_settings()[0]
+    backbone = config.resolve().backbone.name
     assert backbone in backbones.BACKBONE_NAMES
     if config.paper_model:
         assert ssal_keras.PAPER_MODELS[config.paper_model].backbone == backbone
@@ -374,7 +374,7 @@ def test_unknown_settings_are_named(tmp_path):
 def test_recipe_schedules_have_the_authors_shape(recipe, steps, expected):
     steps_per_epoch = {"resnet50_cifar100_ssal": 781, "densenet_bc_190_40_cifar100_baseline":
                        1562, "resnet50_imagenet_ssal": 12812}[recipe]
-    schedule = _config(recipe).learning_rate_schedule(steps_per_epoch)
+    schedule = _config(recipe).resolve().schedule.learning_rate_schedule(steps_per_epoch)
     rates = [float(schedule(step)) for step in steps]
     np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-12)
 
@@ -389,7 +389,7 @@ def test_same_seed_gives_every_fair_test_run_the_same_initial_backbone():
         config = _config(recipe)
         keras.utils.set_random_seed(seed)
         groupings = [np.loadtxt(path, dtype=int) for path in config.groupings]
-        model = run_lib.build_model(config, dataset, groupings, "scale")
+        model = run_lib.build_model(config.resolve(), dataset, groupings, "scale")
         names = [layer.name for layer in backbones.build(
             "resnet_fashion_mnist", num_classes=10).layers if layer.weights]
         return [w for name in names for w in model.get_layer(name).get_weights()]

@@ -1,6 +1,8 @@
 """Which parameters decay and at which rate (ssal_keras.weight_decay, docs/authors_settings.md,
 section 3)."""
 
+import types
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import tensorflow as tf
 
 import ssal_keras
 from ssal_keras.modeling import weight_decay
+from ssal_keras.training.resolved import LossSettings
 
 
 def tiny_ssal_model():
@@ -86,8 +89,9 @@ def test_trainer_adds_rate_times_weight_to_the_gradient():
     trainer = trainer.Trainer.__new__(trainer.Trainer)  # only the step's arithmetic is exercised
     trainer.model, trainer.decay_rates = model, rates
     trainer.strategy = tf.distribute.get_strategy()
-    trainer.global_batch_size, trainer.label_smoothing = 2, 0.0
-    trainer.label_smoothing_mode = "uniform"
+    trainer.global_batch_size = 2
+    trainer.run = types.SimpleNamespace(loss=LossSettings(label_smoothing=0.0,
+                                                         label_smoothing_mode="uniform"))
     trainer.loss_terms = model.loss_terms()
     trainer.outputs_scored = ["base", "aux_0", "joint"]
     trainer.optimizer = keras.optimizers.SGD(1.0)

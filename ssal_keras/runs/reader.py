@@ -87,7 +87,7 @@ class TrainedRun:
         if not self.config:
             return True
         return device_policy.jit_compile(self.config.jit_compile,
-                                         self.config.backbone_settings()[0])[0]
+                                         self.config.resolve().backbone.name)[0]
 
     @property
     def eval_batch_size(self):

@@ -21,8 +21,6 @@ import json
 import math
 import numbers
 import os
-import types
-import typing
 
 from ssal_keras import grouping as grouping_lib
 from ssal_keras import data, runs
@@ -30,10 +28,8 @@ from ssal_keras.data import pipelines
 from ssal_keras.modeling import backbones, heads, losses, paper
 from ssal_keras.modeling import weight_decay as weight_decay_lib
 from ssal_keras.modeling.joint import validate_alpha
-from ssal_keras.training import device_policy, flagfile
+from ssal_keras.training import device_policy, flagfile, resolved
 
-DEFAULT_BACKBONE = "resnet_fashion_mnist"
-DEFAULT_ALPHA = 0.3
 AUTO = "auto"
 SCHEDULES = ("slanted_triangular", "warmup_step", "warmup_cosine", "constant",
              "epoch_triangular", "piecewise_linear")
@@ -45,24 +41,23 @@ LEGACY_VALUES = {"shuffle": pipelines.LEGACY_SHUFFLE}
 #: Options of the training CLI that are not settings of the run (they may stand in a
 #: flagfile, but the run's record leaves them out).
 CLI_OPTIONS = ("model_dir", "reference", "dry_run")
-# The ImageNet statistics of torchvision's models, in raw-pixel units (docs/authors_settings.md,
-# section 7.2).
-IMAGENET_MEAN_STD = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
 
 
 def _setting(default, help_text, *, choices=None, minimum=None, repeated=False,
-             boolean_aliases=None):
+             boolean_aliases=None, old_spellings=None):
     """A ``RunConfig`` field: its default, its help line (the CLI's) and its checks.
 
     ``boolean_aliases``: ``(value of true, value of false)`` of a choice that was a bool
     flag, so that ``--name``, ``--noname``, ``--name=true`` and the bools of older
-    ``run.json`` files keep their meaning.
+    ``run.json`` files keep their meaning. ``old_spellings``: ``{former value: value}`` of a
+    choice renamed, so that older recipes, command lines and ``run.json`` files still read.
     """
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata={
         "help": help_text, "choices": choices, "minimum": minimum, "repeated": repeated,
-        "boolean_aliases": boolean_aliases})
+        "boolean_aliases": boolean_aliases,
+        "old_spellings": old_spellings or {}})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +114,7 @@ class RunConfig:
         None, "A key of ssal_keras.PAPER_MODELS: its backbone, taps, heads, loss weights and "
         "alpha become the defaults.", choices=tuple(paper.PAPER_MODELS))
     backbone: str | None = _setting(
-        None, f"ssal_keras.backbones.build name (default {DEFAULT_BACKBONE}).",
+        None, f"ssal_keras.backbones.build name (default {resolved.DEFAULT_BACKBONE}).",
         choices=tuple(backbones.BACKBONE_NAMES))
     groupings: tuple[str, ...] = _setting(
         (), "Grouping files (one per branch), 'auto', or empty for a baseline.")
@@ -149,7 +144,7 @@ class RunConfig:
         "paper model's, else off).")
     loss_weights: tuple[float, ...] = _setting((), "Loss weight of each branch (default 1).")
     alpha: float | None = _setting(None, "Combination exponent of the joint prediction "
-                                   f"(default: the paper model's, else {DEFAULT_ALPHA}).")
+                                   f"(default: the paper model's, else {resolved.DEFAULT_ALPHA}).")
     objective: str = _setting("multitask", "multitask: the paper's loss; joint: the joint "
                               "output alone (supplement E.1).", choices=("multitask", "joint"))
     # --- optimisation ----------------------------------------------------------------------
@@ -184,11 +179,12 @@ class RunConfig:
         "class (the authors', docs/authors_settings.md, section 7.1).",
         choices=tuple(losses.SMOOTHING_MODES))
     mixed_precision: str = _setting(
-        "off", "Compute precision (float32 variables and outputs): bfloat16, float16 (with "
-        "loss scaling, for GPUs without bfloat16), off (float32), or auto: bfloat16 where the "
+        "float32", "Compute precision (float32 variables and outputs): float32, bfloat16, "
+        "float16 (with loss scaling, for GPUs without bfloat16), or auto: bfloat16 where the "
         "device computes it natively (BUILD_NOTES.md, 'Mixed precision'). A bare "
-        "--mixed_precision means bfloat16.", choices=device_policy.PRECISION_SETTINGS,
-        boolean_aliases=("bfloat16", "off"))
+        "--mixed_precision means bfloat16; 'off', its former spelling of float32, still reads.",
+        choices=device_policy.PRECISION_SETTINGS, boolean_aliases=("bfloat16", "float32"),
+        old_spellings={"off": "float32"})
     jit_compile: str = _setting(
         "auto", "Compile the per-replica step with XLA: true, false, or auto: on GPUs, and on "
         "CPUs for the backbones it was measured to speed up (BUILD_NOTES.md, 'Training speed "
@@ -211,7 +207,7 @@ class RunConfig:
     # === Construction ======================================================================
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            value = _typed(field, unaliased(field, getattr(self, field.name)))
+            value = _typed(field, flagfile.unaliased(field, getattr(self, field.name)))
             object.__setattr__(self, field.name, value)
             _check_range(field, value)
         self._check_together()
@@ -225,14 +221,16 @@ class RunConfig:
         are skipped; any other unknown name is an error naming the file.
         """
         values = flagfile.read(path, repeated=REPEATED)
-        return cls(**{**parse_settings(values, source=path), **overrides})
+        return cls(**{**flagfile.parse_settings(values, FIELDS, source=path,
+                                                skipped=CLI_OPTIONS), **overrides})
 
     @classmethod
     def from_legacy_flags(cls, path):
         """The config of a run folder written before ``run.json``: its ``flags.txt``, every
         flag in flagfile form, paths as given on the command line that started it."""
         values = flagfile.read(path, repeated=REPEATED, relative_paths=False)
-        return cls(**{**LEGACY_VALUES, **parse_settings(values, source=path)})
+        return cls(**{**LEGACY_VALUES, **flagfile.parse_settings(
+            values, FIELDS, source=path, skipped=CLI_OPTIONS)})
 
     @classmethod
     def from_dict(cls, values):
@@ -281,69 +279,10 @@ class RunConfig:
         """SSAL branches of the run (0: a baseline)."""
         return len(self.num_groups) if self.groupings == (AUTO,) else len(self.groupings)
 
-    def branch_settings(self):
-        """``(taps, heads, loss_weights, alpha)`` of the branches, the paper model's where
-        not given; each head a ``HEAD_PRESETS`` name, a list of blocks, or None (default)."""
-        count, source = self.num_branches, self.paper
-        taps = list(self.taps) or list(source.taps if source else [])
-        head_list = [h if h in heads.HEAD_PRESETS or h == "default" else h.split()
-                     for h in self.head] or list(source.heads if source else ["default"] * count)
-        weights = list(self.loss_weights) or list(
-            source.loss_weights if source else [1.0] * count)
-        alpha = self.alpha if self.alpha is not None else (
-            source.alpha if source else DEFAULT_ALPHA)
-        return taps, [None if h == "default" else h for h in head_list], weights, alpha
-
-    def backbone_settings(self):
-        """``(name, every builder option, the options given)`` of the backbone."""
-        source = self.paper
-        name = self.backbone or (source.backbone if source else DEFAULT_BACKBONE)
-        options = dict(source.backbone_options) if (source and self.groupings) else {}
-        if self.zero_init_residual is not None:
-            options["zero_init_residual"] = self.zero_init_residual
-        return name, backbones.registry.resolved_options(name, **options), options
-
-    def resolved_head_style(self):
-        """The heads' ``blocks.LayerStyle``."""
-        source = self.paper
-        return heads.resolve_style(self.head_style or (
-            source.head_style if source else heads.DEFAULT_HEAD_STYLE))
-
-    def decay_settings(self):
-        """Keyword arguments of the weight decay: rates and decayed parameter classes."""
-        return dict(weight_decay=self.weight_decay,
-                    aux_weight_decay=(self.aux_weight_decay if self.aux_weight_decay is not None
-                                      else self.weight_decay),
-                    decayed=self.weight_decay_params, aux_decayed=self.aux_weight_decay_params)
-
-    def augment_options(self):
-        """Keyword arguments of the training pipeline's random-resized crops."""
-        return {"crop_area": self.crop_area or None, "color_jitter": self.color_jitter}
-
-    def normalization_spec(self):
-        """``backbones.build``'s ``normalization`` (``"mean_std"`` is left for the trainer,
-        which measures the training split)."""
-        return {"none": None, "scale": "scale", "mean_std": "mean_std",
-                "imagenet": IMAGENET_MEAN_STD}[self.normalization]
-
-    def learning_rate_schedule(self, steps_per_epoch):
-        """The run's learning-rate schedule (docs/authors_settings.md, section 2 for the authors'
-        two)."""
-        from ssal_keras.training import schedules  # noqa: PLC0415  (Keras objects)
-
-        kind, peak, epochs = self.schedule, self.learning_rate, self.epochs
-        if kind in ("epoch_triangular", "piecewise_linear"):
-            cls = (schedules.EpochTriangularSchedule if kind == "epoch_triangular"
-                   else schedules.PiecewiseLinearSchedule)
-            return cls(peak, steps_per_epoch, epochs, warmup_epochs=int(self.warmup_epochs))
-        total = steps_per_epoch * epochs
-        return schedules.WarmupSchedule(
-            peak, warmup_steps=0 if kind == "constant" else min(
-                int(round(self.warmup_epochs * steps_per_epoch)), total),
-            total_steps=total,
-            decay={"slanted_triangular": "linear", "warmup_step": "step",
-                   "warmup_cosine": "cosine", "constant": "constant"}[kind],
-            step_boundaries=[e * steps_per_epoch for e in self.lr_drop_epochs])
+    def resolve(self):
+        """The run's settings resolved once into named records (``training.resolved``):
+        what the model builder, the trainer and ``--dry_run`` take."""
+        return resolved.resolve(self, self.num_branches)
 
     # === Checks across settings ==============================================================
     def _check_together(self):
@@ -364,7 +303,7 @@ class RunConfig:
                or float(self.warmup_epochs).is_integer(), "warmup_epochs", self.warmup_epochs,
                f"schedule={self.schedule} warms up over whole epochs; give an integer")
         try:
-            self.learning_rate_schedule(steps_per_epoch=1)
+            resolved.resolve_schedule(self).learning_rate_schedule(steps_per_epoch=1)
         except ValueError as error:
             raise ValueError(f"schedule={self.schedule}: {error}") from None
         weight_decay_lib.check_classes(self.weight_decay_params, self.aux_weight_decay_params)
@@ -387,7 +326,7 @@ class RunConfig:
                              f"{self.paper_model!r}, whose backbone is {source.backbone!r}; "
                              "drop one of them.")
         try:
-            self.backbone_settings()
+            resolved.resolve_backbone(self)
         except ValueError as error:
             raise ValueError(f"backbone: {error}") from None
 
@@ -404,12 +343,13 @@ class RunConfig:
             _check(count >= 2, "num_groups", self.num_groups, "each count must be >= 2")
         if not self.num_branches:
             return
-        taps, head_list, weights, _ = self.branch_settings()
-        for name, values in (("taps", taps), ("head", head_list), ("loss_weights", weights)):
+        branches = resolved.resolve_branches(self, self.num_branches)
+        for name, values in (("taps", branches.taps), ("head", branches.heads),
+                             ("loss_weights", branches.loss_weights)):
             _check(len(values) == self.num_branches, name, getattr(self, name) or tuple(values),
                    f"has {len(values)} entries but there are {self.num_branches} groupings; "
                    "give one per branch")
-        for layout in head_list:
+        for layout in branches.heads:
             try:
                 heads.resolve_layout(layout)
             except ValueError as error:
@@ -425,16 +365,6 @@ def _check(ok, name, value, problem):
         raise ValueError(f"{name}={value!r}: {problem}.")
 
 
-def type_parts(field):
-    """``(base type, item type or None, optional)`` of a field's annotation."""
-    kind, optional = field.type, False
-    if isinstance(kind, types.UnionType):
-        kind, optional = [a for a in typing.get_args(kind) if a is not type(None)][0], True
-    if typing.get_origin(kind) is tuple:
-        return tuple, typing.get_args(kind)[0], optional
-    return kind, None, optional
-
-
 def _is(value, kind):
     if kind is bool:
         return isinstance(value, bool)
@@ -446,19 +376,9 @@ def _is(value, kind):
     return isinstance(value, kind)
 
 
-def unaliased(field, value):
-    """A former bool flag's value as its choice (``boolean_aliases``); others unchanged."""
-    aliases = field.metadata["boolean_aliases"]
-    if aliases and isinstance(value, (bool, str)):
-        spelled = {True: True, False: False, "true": True, "false": False, "1": True,
-                   "0": False}.get(value.strip().lower() if isinstance(value, str) else value)
-        return value if spelled is None else aliases[0 if spelled else 1]
-    return value
-
-
 def _typed(field, value):
     """``value`` checked against the field's type (lists become tuples, ints floats)."""
-    kind, item, optional = type_parts(field)
+    kind, item, optional = flagfile.type_parts(field)
     if value is None and optional:
         return None
     name = item.__name__ if item else kind.__name__
@@ -483,56 +403,6 @@ def _check_range(field, value):
     if minimum is not None and value < minimum:
         kind = "an integer" if isinstance(value, int) else "a number"
         raise ValueError(f"{field.name}={value!r}: must be {kind} >= {minimum}.")
-
-
-def parse_value(name, raw):
-    """A setting's typed value from its text (a flagfile's or the command line's): ``raw``
-    is a str, None for a bare ``--name``, or a list of str for a repeated setting."""
-    field = FIELDS[name]
-    kind, item, optional = type_parts(field)
-    if field.metadata["repeated"]:  # an empty line (--head=) names no value: it clears the list
-        return tuple(value for value in raw if value)
-    if raw is None and (kind is bool or field.metadata["boolean_aliases"]):
-        return unaliased(field, True)
-    if raw is None or (optional and raw.strip() in ("", "None")):
-        if optional or kind is str:
-            return None if optional else ""
-        raise ValueError(f"--{name} needs a value (--{name}=VALUE).")
-    try:
-        if item is not None:
-            return tuple(item(v.strip()) for v in raw.split(",") if v.strip())
-        if kind is bool:
-            lowered = raw.strip().lower()
-            if lowered not in ("true", "false", "1", "0"):
-                raise ValueError
-            return lowered in ("true", "1")
-        return unaliased(field, kind(raw))
-    except ValueError:
-        what = f"a list of {item.__name__}" if item else kind.__name__
-        raise ValueError(f"--{name}={raw}: must be {what}.") from None
-
-
-def _is_switch(field):
-    """Whether ``--noNAME`` turns the field off: a bool, or a former bool flag."""
-    return field is not None and (type_parts(field)[0] is bool
-                                  or bool(field.metadata["boolean_aliases"]))
-
-
-def parse_settings(values, *, source):
-    """Typed settings from ``flagfile.read``'s raw values (``--nox`` read as ``x=false``;
-    the CLI's own options left out); an unknown name is an error naming ``source``."""
-    settings = {}
-    for name, raw in values.items():
-        if name in CLI_OPTIONS:
-            continue
-        if name not in FIELDS and name.startswith("no") and raw is None and _is_switch(
-                FIELDS.get(name[2:])):
-            name, raw = name[2:], "false"
-        if name not in FIELDS:
-            raise ValueError(f"{source} sets --{name}, which is not a setting of "
-                             "python -m ssal_keras.train (see its --help).")
-        settings[name] = parse_value(name, raw)
-    return settings
 
 
 def read_config(model_dir):

@@ -10,9 +10,9 @@ import functools
 import tensorflow as tf
 
 JIT_SETTINGS = ("auto", "true", "false")
-PRECISION_SETTINGS = ("auto", "bfloat16", "float16", "off")
+PRECISION_SETTINGS = ("auto", "bfloat16", "float16", "float32")
 #: The Keras dtype policy of each precision.
-KERAS_POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16", "off": "float32"}
+KERAS_POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16", "float32": "float32"}
 
 #: XLA against no XLA on CPUs: the median training-step images/s of each backbone's SSAL
 #: recipe in float32, XLA over no XLA, measured on a 2-core Xeon (AVX-512 BF16, AMX) by
@@ -93,7 +93,7 @@ def precision(setting, *, gpus=None):
         raise ValueError(
             f"mixed_precision=float16: a GPU here has compute capability "
             f"{'.'.join(map(str, min(gpus)))}, below the 5.3 float16 needs; use "
-            "--mixed_precision=off.")
+            "--mixed_precision=float32.")
     if setting == "float16" and not gpus:
         return setting, ("--mixed_precision=float16 on a CPU: correct but emulated, slower "
                          "than float32 (float16 is for GPUs without bfloat16)")
@@ -102,11 +102,11 @@ def precision(setting, *, gpus=None):
     if gpus:
         if min(gpus) >= BFLOAT16_MIN_CAPABILITY:
             return "bfloat16", "auto: GPUs with bfloat16 (compute capability 8.0 or more)"
-        return "off", "auto: a GPU without bfloat16 (compute capability below 8.0)"
+        return "float32", "auto: a GPU without bfloat16 (compute capability below 8.0)"
     if not cpu_has_bfloat16():
-        return "off", "auto: CPU without native bfloat16"
+        return "float32", "auto: CPU without native bfloat16"
     if CPU_BFLOAT16_LOWER_BOUND is None or CPU_BFLOAT16_LOWER_BOUND < -MAX_BFLOAT16_DROP:
-        return "off", ("auto: CPU, bfloat16 not shown within 0.3 points of float32's accuracy "
+        return "float32", ("auto: CPU, bfloat16 not shown within 0.3 points of float32's accuracy "
                        "(docs/precision_parity.json)")
     return "bfloat16", ("auto: CPU with native bfloat16 (AVX512_BF16/AMX), accuracy parity "
                         "measured (docs/precision_parity.json)")

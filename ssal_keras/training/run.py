@@ -38,9 +38,7 @@ from absl import logging
 from ssal_keras import data
 from ssal_keras import grouping as grouping_lib
 from ssal_keras import runs
-from ssal_keras.modeling import backbones, heads
 from ssal_keras.modeling.model import Branch, SSALModel
-from ssal_keras.modeling.weight_decay import rates_by_class
 from ssal_keras.runs import lock
 from ssal_keras.training import checkpoints, device_policy, distribute, trainer
 from ssal_keras.training import config as config_lib
@@ -93,26 +91,20 @@ def train(config, model_dir, *, log=print):
 
 def _train_in_folder(config, model_dir, strategy, chief, previous, started, log):
     """Data, groupings, model and loop of a run whose folder this process may write."""
-    dataset, held_out, normalization = _data(config, log)
+    run = config.resolve()
+    dataset, held_out, normalization = load_data(run.data, run.backbone, log)
     groupings = resolve_groupings(config, dataset, model_dir, chief)
     if chief:
         runs.write_text(os.path.join(model_dir, runs.CONFIG_FILE), config.to_json())
         runs.write_json(os.path.join(model_dir, runs.CLASS_NAMES_FILE),
                         list(dataset.class_names))
-    model, optimizer = _model_and_optimizer(config, strategy, dataset, groupings,
-                                            normalization, log)
-    jit_compile, why = device_policy.jit_compile(config.jit_compile,
-                                                 config.backbone_settings()[0])
+    model, optimizer = model_and_optimizer(run, strategy, dataset, groupings, normalization,
+                                           sync_batch_norm=config.sync_batch_norm, log=log)
+    jit_compile, why = device_policy.jit_compile(config.jit_compile, run.backbone.name)
     log(f"XLA {'on' if jit_compile else 'off'} ({why})")
-    loop = trainer.Trainer(
-        strategy=strategy, model=model, optimizer=optimizer, dataset=dataset,
-        model_dir=model_dir, global_batch_size=config.batch_size, epochs=config.epochs,
-        augment=config.augment, augment_options=config.augment_options(),
-        seed=config.seed, shuffle=config.shuffle, label_smoothing=config.label_smoothing,
-        label_smoothing_mode=config.label_smoothing_mode, **config.decay_settings(),
-        jit_compile=jit_compile, checkpoint_steps=config.checkpoint_steps,
-        log_every_steps=config.log_every_steps, eval_batch_size=config.eval_batch_size,
-        log=log)
+    loop = trainer.Trainer(strategy=strategy, model=model, optimizer=optimizer,
+                           dataset=dataset, model_dir=model_dir, run=run,
+                           jit_compile=jit_compile, log=log)
     return _fit_and_write(loop, model_dir, previous, started, chief, held_out)
 
 
@@ -173,17 +165,18 @@ def _strategy(config, log):
     return strategy, distribute.is_chief(strategy)
 
 
-def _data(config, log):
-    """The dataset, its held-out part (or None) and the model's input normalisation."""
+def load_data(settings, backbone, log):
+    """The dataset of ``settings`` (``resolved.DataSettings``), its held-out part (or None)
+    and the model's input normalisation (``backbone``'s, measured for ``mean_std``)."""
     dataset, held_out = data.load(
-        config.dataset, data_dir=config.data_dir, train_examples=config.train_examples,
-        eval_examples=config.eval_examples, held_out_examples=config.held_out_examples,
-        seed=config.seed, image_size=config.image_size, log=log)
-    data.check_shuffle(dataset, config.shuffle)
-    log(f"data {config.dataset}: {dataset.num_train} training and {dataset.num_eval} "
+        settings.dataset, data_dir=settings.data_dir, train_examples=settings.train_examples,
+        eval_examples=settings.eval_examples, held_out_examples=settings.held_out_examples,
+        seed=settings.seed, image_size=settings.image_size, log=log)
+    data.check_shuffle(dataset, settings.shuffle)
+    log(f"data {settings.dataset}: {dataset.num_train} training and {dataset.num_eval} "
         f"evaluation images of {dataset.image_shape}, {dataset.num_classes} classes, "
-        f"shuffle {config.shuffle}")
-    normalization = config.normalization_spec()
+        f"shuffle {settings.shuffle}")
+    normalization = backbone.normalization
     if normalization == "mean_std":
         normalization = data.channel_statistics(dataset.train)
     return dataset, held_out, normalization
@@ -239,46 +232,30 @@ def resolve_groupings(config, dataset, model_dir, chief):
 
 
 # === Model ===================================================================================
-def build_model(config, dataset, groupings, normalization):
-    """The run's model: the backbone alone (baseline) or with SSAL branches."""
-    name, _, options = config.backbone_settings()
-    backbone = backbones.build(name, num_classes=dataset.num_classes,
-                               input_shape=dataset.image_shape, normalization=normalization,
-                               **options)
+def build_model(run, dataset, groupings, normalization):
+    """The model of ``run`` (a ``ResolvedRun``): the backbone alone (baseline) or with SSAL
+    branches, one per grouping."""
+    backbone = run.backbone.build(num_classes=dataset.num_classes,
+                                  input_shape=dataset.image_shape, normalization=normalization)
     if not groupings:
         return backbone
-    taps, head_list, weights, alpha = config.branch_settings()
-    style = config.resolved_head_style()
-    branches = [Branch(tap=t, grouping=g, head=h, loss_weight=w, head_style=style)
-                for t, g, h, w in zip(taps, groupings, head_list, weights)]
-    return SSALModel(backbone, branches, alpha=alpha, objective=config.objective,
-                     name=f"ssal_{name}")
+    settings = run.branches
+    branches = [Branch(tap=t, grouping=g, head=h, loss_weight=w, head_style=settings.head_style)
+                for t, g, h, w in zip(settings.taps, groupings, settings.heads,
+                                      settings.loss_weights)]
+    return SSALModel(backbone, branches, alpha=settings.alpha, objective=settings.objective,
+                     name=f"ssal_{run.backbone.name}")
 
 
-def build_optimizer(config, steps_per_epoch):
-    """SGD with momentum (and Nesterov) on the run's schedule (docs/authors_settings.md, section 2).
-
-    Keras's SGD folds the rate into the velocity (``v = m v - lr g; w += v``), as the authors'
-    Keras (CIFAR) runs did; PyTorch's (their ImageNet runs) applies it after
-    (``b = m b + g; w -= lr b``). The two agree while the rate is constant.
-    """
-    optimizer = keras.optimizers.SGD(
-        learning_rate=config.learning_rate_schedule(steps_per_epoch), momentum=config.momentum,
-        nesterov=config.nesterov)
-    # float16 gradients underflow without loss scaling (dynamic: Keras's LossScaleOptimizer
-    # halves the scale and skips the step on a non-finite gradient).
-    if keras.mixed_precision.global_policy().compute_dtype == "float16":
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _model_and_optimizer(config, strategy, dataset, groupings, normalization, log):
+def model_and_optimizer(run, strategy, dataset, groupings, normalization, *,
+                        sync_batch_norm=True, log=print):
+    """The model and its built optimizer in ``strategy``'s scope, as the trainer takes them."""
     with strategy.scope():
-        model = build_model(config, dataset, groupings, normalization)
-        if strategy.num_replicas_in_sync > 1 and config.sync_batch_norm:
+        model = build_model(run, dataset, groupings, normalization)
+        if strategy.num_replicas_in_sync > 1 and sync_batch_norm:
             distribute.synchronize_batch_norm(model)
-        optimizer = build_optimizer(config, trainer.steps_per_epoch(
-            strategy, dataset.num_train, config.batch_size))
+        optimizer = run.schedule.optimizer(trainer.steps_per_epoch(
+            strategy, dataset.num_train, run.data.batch_size))
         optimizer.build(model.trainable_variables)
     log(f"model {model.name}: {model.count_params():,} parameters"
         + (f", {len(groupings)} SSAL branch(es) of "
@@ -342,24 +319,16 @@ def resolve_settings(config):
     options (the authors' BatchNorm, initialisers, dropout, downsampling), each parameter
     class's weight decay, and the branches (taps, head layouts and style, loss weights,
     alpha)."""
-    name, options, _ = config.backbone_settings()
-    settings = {
+    run = config.resolve()
+    return {
         "config": config.to_dict(),
-        "backbone": name,
+        "backbone": run.backbone.name,
         "backbone_options": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-                             for k, v in options.items()},
-        "weight_decay": rates_by_class(**config.decay_settings()),
-        "augment_options": config.augment_options(),
-        "branches": None,
+                             for k, v in run.backbone.builder_options.items()},
+        "weight_decay": run.decay.by_class(),
+        "augment_options": run.data.augment_options(),
+        "branches": run.branches.describe() if run.branches else None,
     }
-    if config.num_branches:
-        taps, head_list, weights, alpha = config.branch_settings()
-        settings["branches"] = {
-            "taps": taps, "heads": [list(heads.resolve_layout(h)) for h in head_list],
-            "loss_weights": weights, "alpha": alpha, "objective": config.objective,
-            "head_style": dataclasses.asdict(config.resolved_head_style()),
-        }
-    return settings
 
 
 def dry_run(config, model_dir, *, log=print):

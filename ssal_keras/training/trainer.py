@@ -20,7 +20,6 @@ import tensorflow as tf
 from ssal_keras import data, runs
 from ssal_keras.evaluation import scoring
 from ssal_keras.modeling import outputs
-from ssal_keras.modeling import weight_decay as weight_decay_lib
 from ssal_keras.modeling.losses import sparse_crossentropy
 from ssal_keras.training import checkpoints, distribute
 
@@ -121,70 +120,41 @@ class Trainer:
         optimizer: keras.optimizers.Optimizer. Built on ``model.trainable_variables``.
         dataset: data.Dataset. Unbatched train and eval splits.
         model_dir: str. The run folder (checkpoints, TensorBoard).
-        global_batch_size: int. Examples per step over all replicas.
-        epochs: int. Epochs of the whole run.
-        augment: str. Augmentation of ``data.train_pipeline``.
-        augment_options: dict or None. Further keyword arguments of the training pipeline
-            (``crop_area``, ``color_jitter``).
-        seed: int. Seed of the data order and augmentation (epoch ``e`` uses ``seed + e``).
-        shuffle: str. Order of the training examples: ``"full"`` (a new permutation every
-            epoch) or ``"buffer:N"`` (``data.train_pipeline``).
-        label_smoothing: float. Label smoothing of every loss term.
-        label_smoothing_mode: str. ``losses.SMOOTHING_MODES``: how the smoothing is spread.
-        weight_decay: float. Decay rate of the parameter classes in ``decayed``.
-        aux_weight_decay: float. Decay rate of the parameter classes in ``aux_decayed``.
-        decayed: sequence of str. Parameter classes (``weight_decay.PARAMETER_CLASSES``) at
-            ``weight_decay``.
-        aux_decayed: sequence of str. Parameter classes at ``aux_weight_decay``.
+        run: resolved.ResolvedRun. The run's settings: epochs (``schedule``), batch sizes,
+            data order and augmentation (``data``), label smoothing (``loss``), weight decay
+            (``decay``), ``checkpoint_steps`` (0: once an epoch) and ``log_every_steps``.
         jit_compile: bool. Compile the per-replica step with XLA.
-        checkpoint_steps: int. Also checkpoint every this many steps (0: once an epoch).
-        log_every_steps: int. Steps between progress lines and TensorBoard points.
-        eval_batch_size: int. Batch size of evaluation.
         log: callable. Prints one progress line.
     """
 
-    def __init__(self, *, strategy, model, optimizer, dataset, model_dir, global_batch_size,
-                 epochs, augment, seed, label_smoothing, weight_decay, aux_weight_decay,
-                 jit_compile, checkpoint_steps, log_every_steps, eval_batch_size,
-                 augment_options=None, label_smoothing_mode="uniform", shuffle="full",
-                 decayed=weight_decay_lib.DEFAULT_DECAYED,
-                 aux_decayed=weight_decay_lib.DEFAULT_AUX_DECAYED, log=print):
+    def __init__(self, *, strategy, model, optimizer, dataset, model_dir, run, jit_compile,
+                 log=print):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self.dataset = dataset
         self.model_dir = model_dir
-        self.global_batch_size = global_batch_size
-        self.epochs = epochs
-        self.augment = augment
-        self.augment_options = dict(augment_options or {})
-        self.seed = seed
-        self.shuffle = shuffle
-        self.label_smoothing = label_smoothing
-        self.label_smoothing_mode = label_smoothing_mode
-        self.checkpoint_steps = checkpoint_steps
-        self.log_every_steps = max(1, log_every_steps)
-        self.eval_batch_size = eval_batch_size
+        self.run = run
+        self.global_batch_size = run.data.batch_size
+        self.epochs = run.schedule.epochs
+        self.log_every_steps = max(1, run.log_every_steps)
         self.log = log
         self.chief = distribute.is_chief(strategy)
         self.jit_compile = jit_compile
 
-        self.steps_per_epoch = steps_per_epoch(strategy, dataset.num_train, global_batch_size)
-        self.total_steps = self.steps_per_epoch * epochs
+        self.steps_per_epoch = steps_per_epoch(strategy, dataset.num_train,
+                                               self.global_batch_size)
+        self.total_steps = self.steps_per_epoch * self.epochs
 
-        self._build_step(weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
-                         decayed=decayed, aux_decayed=aux_decayed, jit_compile=jit_compile)
+        self._build_step(jit_compile)
         self._build_checkpoint()
         self._build_writers()
 
-    def _build_step(self, *, weight_decay, aux_weight_decay, decayed, aux_decayed,
-                    jit_compile):
+    def _build_step(self, jit_compile):
         """The loss terms, per-variable decay rates and compiled functions of the step."""
         model = self.model
         self.loss_terms = model.loss_terms() if outputs.is_ssal(model) else {outputs.BASE: 1.0}
-        self.decay_rates = weight_decay_lib.decay_rates(
-            model, weight_decay=weight_decay, aux_weight_decay=aux_weight_decay,
-            decayed=decayed, aux_decayed=aux_decayed)
+        self.decay_rates = self.run.decay.rates(model)
         self.outputs_scored = outputs.output_names(model)
         # Without XLA the step is plain graph code inside ``_train_step``: a nested
         # tf.function would only add a boundary that synchronised BatchNorm cannot cross.
@@ -225,9 +195,10 @@ class Trainer:
             predictions = outputs.outputs_by_name(self.model(images, training=True))
             targets = self._targets(labels)
             per_example = tf.add_n([
-                weight * sparse_crossentropy(targets[name], predictions[name],
-                                             label_smoothing=self.label_smoothing,
-                                             label_smoothing_mode=self.label_smoothing_mode)
+                weight * sparse_crossentropy(
+                    targets[name], predictions[name],
+                    label_smoothing=self.run.loss.label_smoothing,
+                    label_smoothing_mode=self.run.loss.label_smoothing_mode)
                 for name, weight in self.loss_terms.items()
             ])
             loss = tf.nn.compute_average_loss(per_example,
@@ -283,10 +254,11 @@ class Trainer:
     # --- data ------------------------------------------------------------------------------
     def _epoch_iterator(self, epoch, skip_steps):
         """The distributed batches of ``epoch``, from step ``skip_steps`` on (resume point)."""
+        settings = self.run.data
         return iter(data.distributed_train_dataset(
             self.strategy, self.dataset, global_batch_size=self.global_batch_size,
-            augment=self.augment, seed=self.seed + epoch, shuffle=self.shuffle, repeat=True,
-            skip_steps=skip_steps, **self.augment_options,
+            augment=settings.augment, seed=settings.seed + epoch, shuffle=settings.shuffle,
+            repeat=True, skip_steps=skip_steps, **settings.augment_options(),
         ))
 
     # --- evaluation --------------------------------------------------------------------------
@@ -299,8 +271,8 @@ class Trainer:
         return self._evaluate(split)[1]
 
     def _evaluate(self, split):
-        return scoring.score(self.model, split, batch_size=self.eval_batch_size,
-                     image_size=self.dataset.image_size, predict=self._predict)
+        return scoring.score(self.model, split, batch_size=self.run.data.eval_batch_size,
+                             image_size=self.dataset.image_size, predict=self._predict)
 
     # --- loop ------------------------------------------------------------------------------
     def restore(self):
@@ -417,7 +389,8 @@ class Trainer:
     def _maybe_checkpoint(self, state, done):
         """Saves a mid-epoch checkpoint every ``checkpoint_steps`` steps; the epoch's last
         step is left to the end-of-epoch checkpoint."""
-        if (self.checkpoint_steps and done % self.checkpoint_steps == 0
+        every = self.run.checkpoint_steps
+        if (every and done % every == 0
                 and done < self.steps_per_epoch):
             # Never save weights a NaN step produced: the pending losses are checked first.
             self._check_pending(state, done)
