@@ -2,11 +2,13 @@
 
 The top of the package is its command-line entry points (``python -m ssal_keras.train``,
 ``evaluate``, ``group``, ``analyze``, ``export``, ``demo``); below them one subpackage per
-role, in the order the data flows: ``data`` -> ``grouping`` (label groupings, supplement A)
--> ``modeling`` (backbones and taps, heads, the joint prediction, ``SSALModel``) ->
-``training`` (``RunConfig``, ``train``, the distributed loop) -> ``runs`` (a run folder
-written and read back) -> ``analysis`` (the one evaluation, error analysis, attacks, CAMs)
--> ``export`` (SavedModel and ONNX).
+role, in the order the data flows (README.md, "Layout": the floors, which
+tests/test_layering.py holds): ``runs`` (a run folder's files, written atomically) ->
+``data`` -> ``grouping`` (label groupings, supplement A) -> ``modeling`` (backbones and their
+taps, heads, the joint prediction, ``SSALModel``) -> ``evaluation`` (the one evaluation) ->
+``training`` (``RunConfig``, ``train``, checkpoints, the distributed loop) -> ``runs.reader``
+(a finished run read back) -> ``analysis`` (error analysis, attacks, CAMs) -> ``export``
+(SavedModel and ONNX).
 
 This module re-exports the names a model author needs: ``SSALModel``, ``Branch``,
 ``JointPrediction``, ``PAPER_MODELS`` and ``paper_model``, and the modules ``backbones``,

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 import ssal_keras
-from ssal_keras import grouping, runs
+from ssal_keras import grouping
 from ssal_keras.runs import reader
-from ssal_keras.training import RunConfig, checkpoints, train, trainer
+from ssal_keras.training import RunConfig, checkpoints, train
 from ssal_keras.training.config import read_config
 from tests.conftest import (
     ROOT,

@@ -1,6 +1,8 @@
-"""Training: ``RunConfig`` (every setting of a run, typed) and ``train(config, model_dir)``
-(one run, in-process: what ``python -m ssal_keras.train`` calls), over ``trainer`` (the
-distributed loop), ``distribute`` (strategies) and ``schedules`` (learning rates).
+"""Training: ``RunConfig`` (every setting of a run, typed; ``RunConfig.resolve()`` gives the
+records of ``resolved``) and ``train(config, model_dir)`` (one run, in-process: what
+``python -m ssal_keras.train`` calls), over ``trainer`` (the distributed loop),
+``checkpoints`` (the run's checkpoint folder), ``distribute`` (strategies) and ``schedules``
+(learning rates).
 
 A notebook trains, evaluates and exports through this API::
 
