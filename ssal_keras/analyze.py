@@ -33,6 +33,7 @@ import numpy as np
 from absl import flags
 
 from ssal_keras import cli, data, runs
+from ssal_keras.runs import reader
 from ssal_keras.analysis import attacks, cam, error_analysis, plots, scoring, summary
 from ssal_keras.modeling import outputs
 
@@ -79,7 +80,7 @@ def _load():
         raise cli.UsageError("--model_dir is required: a run folder holding model.keras.")
     if _BATCH_SIZE.value < 1:
         raise cli.UsageError(f"--batch_size must be >= 1; received {_BATCH_SIZE.value}.")
-    return runs.load(_model_dir())
+    return reader.load(_model_dir())
 
 
 def _test_data(run, *, held_out=False):

@@ -1,14 +1,22 @@
 """Quick demo of the whole SSAL method on Fashion-MNIST, on a CPU in a few minutes.
 
-    python -m ssal_keras.demo [--train_examples=12000] [--epochs=3]
+    python -m ssal_keras.demo [--recipe=models/fashion_mnist_ssal.flags] \
+        [--train_examples=12000] [--epochs=3]
 
-1. trains a small pre-activation ResNet baseline with ``model.fit``;
-2. groups the ten labels from its confusion matrix on held-out training images
-   (``balanced_grouping``, join similar: docs/method.md, section 2);
-3. trains the same network with two SSAL branches (3 and 5 groups) on the same data;
+The network, its SSAL branches (taps, heads, loss weights, number of groups of each),
+alpha and the grouping criterion are the recipe's (``--recipe``, a flagfile of ``models/``
+read by ``RunConfig.from_flagfile``); the demo's own settings only make it short: fewer
+images and epochs, and ``model.fit`` with Adam.
+
+1. trains the recipe's backbone alone (the baseline) with ``model.fit``;
+2. groups the labels from its confusion matrix on held-out training images, as many groups
+   per branch as the recipe's groupings have (``grouping_from_confusion``: docs/method.md,
+   section 2);
+3. trains the same network with the recipe's SSAL branches on the same data;
 4. reports test accuracy: baseline, +TR (SSAL-trained, base output) and +JP (joint output).
 """
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -18,36 +26,100 @@ from absl import flags
 
 from ssal_keras import cli, runs
 
+#: The repository root, where ``models/`` lies (as ``tests/`` and ``benchmarks/`` find it).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_RECIPE = "models/fashion_mnist_ssal.flags"
+
+_RECIPE = flags.DEFINE_string(
+    "recipe", DEFAULT_RECIPE, "SSAL recipe (a Fashion-MNIST flagfile) whose backbone, "
+    "branches, alpha and grouping settings the demo uses; a relative path is read from the "
+    "working directory, else from the repository root.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the Fashion-MNIST IDX files "
-                                "(default: Debian's /usr/share/datasets/fashion-mnist).")
+                                "(default: the recipe's, else Debian's "
+                                "/usr/share/datasets/fashion-mnist).")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 12000, "Training images used (max 60000).")
 _TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 10000, "Test images used (max 10000).")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs of each training run.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of weights, data order and grouping ties.")
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs of each training run (the demo's own, "
+                               "fewer than the recipe's).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size of the demo's model.fit "
+                                   "(its own, for its few thousand images).")
+_SEED = flags.DEFINE_integer("seed", None, "Seed of weights, data order and grouping ties "
+                             "(default: the recipe's).")
 _REPORT = flags.DEFINE_string("report", None, "If set, a JSON file of the printed test "
                               "figures, the settings and the command (BUILD_NOTES: "
                               "docs/demo.json).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "If set, the groupings and the SSAL "
                                   "model (ssal.keras) are written there.")
 
-GROUP_COUNTS = (3, 5)  # fewer groups at the shallower tap, as the paper's 20/33/50
-# The SSAL quick start's branches (models/fashion_mnist_ssal.flags): heads, loss weights and
-# alpha as the fair test chose them on held-out images (BUILD_NOTES.md, "Fair test").
-TAPS = ("stage1", "stage2")
-HEADS = ("cbr(32,3,2) cbr(64,3,2) gap", "cbr(64,3,2) cbr(64,3) gap")
-LOSS_WEIGHTS = (0.5, 0.75)
-ALPHA = 0.1
-HELD_OUT_FRACTION = 0.1
+HELD_OUT_FRACTION = 0.1  # of --train_examples, for the baseline's confusion matrix
 
 
-def _backbone(num_classes):
-    """The network, normalising inside (``preprocess``: /255) as the trainer's default
-    ``--normalization=scale``: it takes raw pixels 0..255, as ``evaluate``, ``export`` and
-    the ONNX client feed it."""
-    from ssal_keras.modeling import backbones
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What the demo takes from a recipe (``read_recipe``)."""
 
-    return backbones.build("resnet_fashion_mnist", num_classes=num_classes, normalization="scale")
+    config: object  # its ``RunConfig``
+    run: object  # ``config.resolve()``: backbone, branches, alpha as the trainer takes them
+    group_counts: tuple  # groups of each branch: of its grouping file, or ``num_groups``
+
+    def branches_text(self):
+        """The branches and alpha as the demo prints them."""
+        branches = self.run.branches
+        return ", ".join(
+            f"{tap} ({head if isinstance(head, str) else ' '.join(head or ('default',))}, "
+            f"weight {weight:g})"
+            for tap, head, weight in zip(branches.taps, branches.heads, branches.loss_weights)
+        ) + f"; alpha {branches.alpha:g}"
+
+
+def recipe_path(path):
+    """``path`` itself when absolute or present from the working directory, else relative to
+    the repository root (so the default recipe is found from any working directory)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(ROOT, path)
+
+
+def read_recipe(path):
+    """The ``Recipe`` of the flagfile ``path``: a Fashion-MNIST SSAL recipe that states its
+    backbone, alpha and branches (grouping files, or ``--groupings=auto`` with
+    ``--num_groups``); not a paper model.
+
+    Raises:
+        ValueError: naming the recipe, when it is not one the demo can run.
+    """
+    from ssal_keras import data, grouping
+    from ssal_keras.training import RunConfig
+
+    config = RunConfig.from_flagfile(path)
+    if config.dataset != "fashion_mnist":
+        raise ValueError(f"--recipe={path} trains on {config.dataset}; the demo runs "
+                         f"Fashion-MNIST recipes (e.g. the default, {DEFAULT_RECIPE}).")
+    if config.paper_model:
+        raise ValueError(f"--recipe={path} is paper model {config.paper_model}; the demo runs "
+                         "recipes that state their backbone and branches.")
+    if not config.groupings:
+        raise ValueError(f"--recipe={path} is a baseline (no --groupings); give an SSAL "
+                         f"recipe, e.g. {DEFAULT_RECIPE}.")
+    if config.normalization not in ("none", "scale"):
+        raise ValueError(f"--recipe={path} has --normalization={config.normalization}; the "
+                         "demo builds its models with none or scale.")
+    if config.groupings == ("auto",):
+        counts = tuple(config.num_groups)  # grouping_source is not read: the demo's own baseline
+    else:
+        num_classes = len(data.FASHION_MNIST_CLASSES)
+        counts = tuple(int(grouping.load_grouping(p, num_classes=num_classes).max()) + 1
+                       for p in config.groupings)
+    return Recipe(config=config, run=config.resolve(), group_counts=counts)
+
+
+def _backbone(recipe, num_classes):
+    """The recipe's network, normalising inside as the trainer builds it (``scale``: a
+    ``preprocess`` layer dividing by 255): it takes raw pixels 0..255, as ``evaluate``,
+    ``export`` and the ONNX client feed it."""
+    backbone = recipe.run.backbone
+    return backbone.build(num_classes=num_classes, input_shape=None,
+                          normalization=backbone.normalization)
 
 
 def _optimizer(num_images):
@@ -73,7 +145,7 @@ def _check_flags():
             raise cli.UsageError(f"--{flag.name} must be >= 1; received {flag.value}.")
 
 
-def _load_images():
+def _load_images(data_dir, seed):
     """``(fit, held_out, test)``, each ``(images, labels)``: the ``--train_examples`` training
     images in a seeded random order, of which ``HELD_OUT_FRACTION`` are held out for the
     groupings, and the first ``--test_examples`` test images."""
@@ -81,9 +153,9 @@ def _load_images():
 
     from ssal_keras import data
 
-    train_images, train_labels = data.load_fashion_mnist("train", data_dir=_DATA_DIR.value)
-    test_images, test_labels = data.load_fashion_mnist("test", data_dir=_DATA_DIR.value)
-    rng = np.random.default_rng(_SEED.value)
+    train_images, train_labels = data.load_fashion_mnist("train", data_dir=data_dir)
+    test_images, test_labels = data.load_fashion_mnist("test", data_dir=data_dir)
+    rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_images))[: _TRAIN_EXAMPLES.value]
     held_out = max(int(len(order) * HELD_OUT_FRACTION), 1)
     fit_index, held_index = order[held_out:], order[:held_out]
@@ -92,28 +164,32 @@ def _load_images():
             (test_images[: _TEST_EXAMPLES.value], test_labels[: _TEST_EXAMPLES.value]))
 
 
-def _train_baseline(fit_images, fit_labels, num_classes):
+def _train_baseline(recipe, fit_images, fit_labels, num_classes):
     """Step 1: the backbone alone, trained with ``model.fit``."""
     print(f"1. baseline: {len(fit_images)} training images", flush=True)
-    baseline = _backbone(num_classes)
+    baseline = _backbone(recipe, num_classes)
     baseline.compile(optimizer=_optimizer(len(fit_images)),
                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _fit(baseline, fit_images, fit_labels, label="baseline")
     return baseline
 
 
-def _make_groupings(baseline, held_images, held_labels, num_classes):
-    """Step 2: one grouping per ``GROUP_COUNTS`` from the baseline's confusion on the held-out
-    images, joining the classes it confuses; prints each grouping's groups."""
+def _make_groupings(recipe, seed, baseline, held_images, held_labels, num_classes):
+    """Step 2: one grouping per branch of the recipe, with as many groups as its own, from the
+    baseline's confusion on the held-out images, by the recipe's criterion and tie-break;
+    prints each grouping's groups."""
     import numpy as np
 
     from ssal_keras import data, grouping
 
-    print(f"2. groupings from the baseline's confusion on {len(held_images)} held-out images")
+    config = recipe.config
+    print(f"2. groupings ({config.grouping_criterion}) from the baseline's confusion on "
+          f"{len(held_images)} held-out images")
     predictions = baseline.predict(held_images, verbose=0).argmax(-1)
     confusion = grouping.confusion_matrix(held_labels, predictions, num_classes)
-    distance = grouping.confusion_distance(confusion, "join_similar")
-    groupings = [grouping.balanced_grouping(distance, k, seed=_SEED.value) for k in GROUP_COUNTS]
+    groupings = [grouping.grouping_from_confusion(
+        confusion, k, criterion=config.grouping_criterion, tie_break=config.grouping_tie_break,
+        seed=seed) for k in recipe.group_counts]
     for g in groupings:
         groups = [
             "{" + ", ".join(data.FASHION_MNIST_CLASSES[c] for c in np.flatnonzero(g == i)) + "}"
@@ -123,20 +199,22 @@ def _make_groupings(baseline, held_images, held_labels, num_classes):
     return groupings
 
 
-def _train_ssal(fit_images, fit_labels, groupings, num_classes):
-    """Step 3: the same network with the quick start's branches, one per grouping."""
+def _train_ssal(recipe, fit_images, fit_labels, groupings, num_classes):
+    """Step 3: the same network with the recipe's branches, one per grouping."""
     import ssal_keras
 
-    print("3. SSAL: the same network with the quick start's branches: " + ", ".join(
-        f"{tap} ({head}, weight {weight:g})" for tap, head, weight in zip(TAPS, HEADS, LOSS_WEIGHTS))
-        + f"; alpha {ALPHA:g}", flush=True)
+    settings = recipe.run.branches
+    print(f"3. SSAL: the same network with the recipe's {len(groupings)} branches", flush=True)
     model = ssal_keras.SSALModel(
-        _backbone(num_classes),
+        _backbone(recipe, num_classes),
         branches=[
-            ssal_keras.Branch(tap=tap, grouping=g, head=head.split(), loss_weight=weight)
-            for tap, g, head, weight in zip(TAPS, groupings, HEADS, LOSS_WEIGHTS)
+            ssal_keras.Branch(tap=tap, grouping=g, head=head, loss_weight=weight,
+                              head_style=settings.head_style)
+            for tap, g, head, weight in zip(settings.taps, groupings, settings.heads,
+                                            settings.loss_weights)
         ],
-        alpha=ALPHA,
+        alpha=settings.alpha,
+        objective=settings.objective,
     )
     model.compile(optimizer=_optimizer(len(fit_images)))
     _fit(model, fit_images, fit_labels, label="SSAL")
@@ -186,18 +264,25 @@ def run():
     from ssal_keras import data
 
     _check_flags()
-    keras.utils.set_random_seed(_SEED.value)
-    (fit_images, fit_labels), held, (test_images, test_labels) = _load_images()
+    recipe = read_recipe(recipe_path(_RECIPE.value))
+    config = recipe.config
+    seed = config.seed if _SEED.value is None else _SEED.value
+    print(f"recipe {_RECIPE.value}: {recipe.run.backbone.name}, branches: {recipe.branches_text()}; "
+          f"groups {', '.join(map(str, recipe.group_counts))}", flush=True)
+    keras.utils.set_random_seed(seed)
+    (fit_images, fit_labels), held, (test_images, test_labels) = _load_images(
+        _DATA_DIR.value or config.data_dir, seed)
     num_classes = len(data.FASHION_MNIST_CLASSES)
-    baseline = _train_baseline(fit_images, fit_labels, num_classes)
-    groupings = _make_groupings(baseline, *held, num_classes)
-    model = _train_ssal(fit_images, fit_labels, groupings, num_classes)
+    baseline = _train_baseline(recipe, fit_images, fit_labels, num_classes)
+    groupings = _make_groupings(recipe, seed, baseline, *held, num_classes)
+    model = _train_ssal(recipe, fit_images, fit_labels, groupings, num_classes)
     figures = _report_accuracy(baseline, model, groupings, test_images, test_labels)
     if _REPORT.value:
         runs.write_json(_REPORT.value, {
             "command": "python3 -m ssal_keras.demo " + shlex.join(sys.argv[1:]),
-            "settings": {name: flags.FLAGS[name].value for name in (
-                "train_examples", "test_examples", "epochs", "batch_size", "seed")},
+            "settings": {**{name: flags.FLAGS[name].value for name in (
+                "recipe", "train_examples", "test_examples", "epochs", "batch_size")},
+                "seed": seed},
             "test": figures})
         print(f"  wrote {_REPORT.value}")
     if _OUTPUT_DIR.value:

@@ -44,6 +44,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert [round(v, 4) for v in stored] == printed
     assert report["command"].startswith("python3 -m ssal_keras.demo --train_examples=400")
     assert report["settings"]["epochs"] == 1 and len(report["test"]["aux_group_top1"]) == 2
+    assert report["settings"]["recipe"] == "models/fashion_mnist_ssal.flags"
+    assert report["settings"]["seed"] == 0  # the recipe's (RunConfig's default)
     # The demo's branches are the SSAL quick start's (models/fashion_mnist_ssal.flags).
     with open(os.path.join(ROOT, "models", "fashion_mnist_ssal.flags")) as f:
         recipe = [line.strip()[2:].split("=", 1) for line in f if line.startswith("--")]
@@ -73,8 +75,28 @@ def test_demo_runs_end_to_end(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if "partial" in p]
 
 
+def test_demo_takes_its_settings_from_the_recipe(tmp_path):
+    """Another recipe gives other branches, alpha and group counts; nothing is the demo's own.
+    (The data folder is empty: the demo stops, after printing what it read, before training.)"""
+    for name, groups in (("two.txt", [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]),
+                         ("four.txt", [0, 0, 1, 1, 2, 2, 3, 3, 3, 3])):
+        grouping.save_grouping(tmp_path / name, np.array(groups))
+    recipe = tmp_path / "other.flags"
+    recipe.write_text(
+        f"--flagfile={os.path.join(ROOT, 'models', 'fashion_mnist_ssal.flags')}\n"
+        "--groupings=two.txt,four.txt\n--taps=stage2,stage1\n--head=default\n"
+        "--head=cbr(16,3) gap\n--loss_weights=0.25,1\n--alpha=0.7\n")
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    result = run_demo(f"--recipe={recipe}", f"--data_dir={empty}")
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1, result.stderr
+    assert (f"recipe {recipe}: resnet_fashion_mnist, branches: stage2 (default, weight 0.25), "
+            "stage1 (cbr(16,3) gap, weight 1); alpha 0.7; groups 2, 4") in result.stdout
+
+
 def test_demo_missing_dataset_is_one_line(tmp_path):
-    result = run_demo(f"--data_dir={tmp_path}")
+    # From another working directory: the default recipe is found in the repository.
+    result = run_cli("ssal_keras.demo", f"--data_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "apt-get install dataset-fashion-mnist" in lines[0]

@@ -25,7 +25,7 @@ import ssal_keras
 import ssal_keras.export as export
 from ssal_keras.export.bundle import describe
 from ssal_keras.modeling import backbones
-from ssal_keras.training.config import IMAGENET_MEAN_STD
+from ssal_keras.training.resolved import IMAGENET_MEAN_STD
 from tests.conftest import run_cli, run_clis_at_once
 
 TOLERANCE = 1e-4
@@ -270,7 +270,7 @@ def test_staged_writes_are_all_or_nothing(tmp_path):
         raise RuntimeError("conversion failed")
 
     with pytest.raises(RuntimeError, match="conversion failed"):
-        export.formats.write_staged(str(target), fail)
+        export.writers.write_staged(str(target), fail)
     # Staged beside the destination, and gone with the failure; the old folder is untouched.
     assert os.path.dirname(os.path.dirname((tmp_path / "seen").read_text())) == str(tmp_path)
     (tmp_path / "seen").unlink()
@@ -282,7 +282,7 @@ def test_staged_writes_are_all_or_nothing(tmp_path):
             f.write("new")
         return "written"
 
-    assert export.formats.write_staged(str(target), write) == "written"
+    assert export.writers.write_staged(str(target), write) == "written"
     assert os.listdir(target) == ["new.txt"] and os.listdir(tmp_path) == ["artifact"]
 
 

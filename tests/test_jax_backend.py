@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
     reason="jax is not installed (pip install -e '.[test]' installs jax[cpu])")
 
 GROUPINGS_DIR = os.path.join(ROOT, "models", "groupings")
-# The quick start's branches (ssal_keras/demo.py): taps, heads and loss weights.
+# The quick start's branches (models/fashion_mnist_ssal.flags): taps, heads and loss weights.
 TAPS = ("stage1", "stage2")
 HEADS = ("cbr(32,3,2) cbr(64,3,2) gap", "cbr(64,3,2) cbr(64,3) gap")
 

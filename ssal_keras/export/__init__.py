@@ -34,7 +34,7 @@ from ssal_keras.export.bundle import (
     export_folder,
     load_run,
 )
-from ssal_keras.export.formats import (
+from ssal_keras.export.writers import (
     CHECK_BATCH_SIZES,
     DEFAULT_OPSET,
     SIGNATURE,

@@ -27,7 +27,7 @@ import os
 from absl import flags, logging
 
 from ssal_keras import cli
-from ssal_keras.export import bundle, formats, quantization, serving
+from ssal_keras.export import bundle, quantization, serving, writers
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Run folder holding model.keras (and optionally class_names.json)."
@@ -54,13 +54,13 @@ _PRECISION = flags.DEFINE_enum(
     "mixed-precision policy is exported computing in float32; model: keep its policy."
 )
 _OPSET = flags.DEFINE_integer(
-    "opset", formats.DEFAULT_OPSET,
-    f"ONNX opset ({formats.MIN_OPSET}..{formats.MAX_OPSET}; tf2onnx 1.17 stops at "
-    f"{formats.MAX_OPSET})."
+    "opset", writers.DEFAULT_OPSET,
+    f"ONNX opset ({writers.MIN_OPSET}..{writers.MAX_OPSET}; tf2onnx 1.17 stops at "
+    f"{writers.MAX_OPSET})."
 )
 _QUANTIZE = flags.DEFINE_enum(
     "quantize", "none", list(quantization.QUANTIZE_CHOICES),
-    f"int8: also write {quantization.ARTEFACT} (static QDQ quantisation, ONNX Runtime), "
+    f"int8: also write {quantization.ARTIFACT} (static QDQ quantisation, ONNX Runtime), "
     "behind the accuracy gate of --max_int8_drop."
 )
 _MAX_INT8_DROP = flags.DEFINE_float(
@@ -99,10 +99,10 @@ def _check_flags():
     if alpha is not None and not alpha >= 0:
         raise cli.UsageError(f"--alpha must be >= 0 (the paper uses 0.3-0.5); received {alpha}.")
     try:
-        formats.check_opset(_OPSET.value)
+        writers.check_opset(_OPSET.value)
     except ValueError:  # reworded for the command line: a flag is always an int
         raise cli.UsageError(
-            f"--opset must be in {formats.MIN_OPSET}..{formats.MAX_OPSET} (tf2onnx 1.17); "
+            f"--opset must be in {writers.MIN_OPSET}..{writers.MAX_OPSET} (tf2onnx 1.17); "
             f"received {_OPSET.value}."
         ) from None
     if _OUTPUTS.value is not None and not _OUTPUTS.value.strip():
@@ -187,7 +187,7 @@ def main():
         prog=PROG,
         module=__name__,
         # OSError covers a missing model, an existing export, an unwritable folder.
-        user_errors=(cli.UsageError, ValueError, OSError, formats.ExportError),
+        user_errors=(cli.UsageError, ValueError, OSError, writers.ExportError),
     )
 
 

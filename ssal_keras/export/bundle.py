@@ -10,21 +10,25 @@ import os
 import platform
 import shutil
 
-from ssal_keras import runs
-from ssal_keras.export import formats as writers
+import keras
+import numpy as np
+
+from ssal_keras import data, runs
+from ssal_keras.runs import reader
+from ssal_keras.export import writers
 from ssal_keras.export import quantization, serving
 from ssal_keras.modeling import outputs as model_outputs
 
 FORMATS = tuple(writers.WRITERS)
 """Export formats, in the order they are written."""
 
-ARTIFACTS = {name: writer.artefact for name, writer in writers.WRITERS.items()}
+ARTIFACTS = {name: writer.artifact for name, writer in writers.WRITERS.items()}
 """The path of each format inside the export folder."""
 
 METADATA = "export.json"
 METADATA_VERSION = 1
 # Every file or folder an export may hold (``--quantize=int8`` adds the int8 graph).
-_EXPORT_FILES = (*ARTIFACTS.values(), quantization.ARTEFACT)
+_EXPORT_FILES = (*ARTIFACTS.values(), quantization.ARTIFACT)
 
 
 def load_run(model_dir):
@@ -41,7 +45,7 @@ def load_run(model_dir):
         FileNotFoundError: when the folder or its ``model.keras`` is missing.
         ValueError: when the model or the class names cannot be read.
     """
-    run = runs.load(model_dir)
+    run = reader.load(model_dir)
     return run.model, run.class_names
 
 
@@ -50,18 +54,14 @@ def int8_data(model_dir, *, dataset=None, calibration_examples=quantization.CALI
     """The ``quantization.Int8Data`` of the run in ``model_dir``: up to
     ``calibration_examples + check_examples`` of its held-out training images, else of its
     training images; or of the training images of ``dataset``, another data spec."""
-    import numpy as np
-
-    from ssal_keras import data
-
-    run = runs.load(model_dir)
+    run = reader.load(model_dir)
     config = run.config
     examples = calibration_examples + check_examples
     if dataset is None and config is not None and config.held_out_examples:
         _, split = run.load_data(held_out=True)
         source = f"held-out training images of {model_dir}"
     else:
-        spec = dataset or (config.dataset if config else "fashion_mnist")
+        spec = run.dataset_spec(dataset)
         loaded, _ = data.load(spec, data_dir=config.data_dir if config and not dataset else None,
                               train_examples=examples, eval_examples=1,
                               image_size=config.image_size if config else None, log=lambda _: None)
@@ -140,8 +140,6 @@ def check_output_dir(output_dir, overwrite):
 def _normalization_layers(model):
     """The model's ``Rescaling`` and ``Normalization`` layers, nested models included, in
     layer order (the backbones' ``preprocess`` layer: ``common.model_input``)."""
-    import keras
-
     found = []
     for layer in getattr(model, "layers", ()):
         if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
@@ -153,9 +151,6 @@ def _normalization_layers(model):
 
 def _floats(value):
     """A scalar or tensor as a list of Python floats (a scalar as one float)."""
-    import keras
-    import numpy as np
-
     if keras.ops.is_tensor(value):
         value = keras.ops.convert_to_numpy(value)
     return [float(v) for v in np.asarray(value, dtype="float64").reshape(-1)]
@@ -163,8 +158,6 @@ def _floats(value):
 
 def _describe_step(layer):
     """One normalisation layer as an ``export.json`` object."""
-    import keras
-
     if isinstance(layer, keras.layers.Rescaling):
         scale, offset = _floats(layer.scale), _floats(layer.offset)
         step = {"kind": "scale", "layer": layer.name,
@@ -254,17 +247,14 @@ def describe(model, names, *, class_names=None):
 
 def _versions(formats):
     """The versions of Python and of the packages the export of ``formats`` used."""
-    names = ["numpy", "tensorflow", "keras", "onnxruntime"]
+    names = ["ssal_keras", "numpy", "tensorflow", "keras", "onnxruntime"]
     names += [p for f in formats for p in writers.WRITERS[f].packages]
     versions = {"python": platform.python_version()}
     for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
+        except importlib.metadata.PackageNotFoundError:  # e.g. ssal_keras run from a checkout
             versions[name] = None
-    from ssal_keras import __version__
-
-    versions["ssal_keras"] = __version__
     return versions
 
 
@@ -335,8 +325,8 @@ def _place_export(staged, output_dir):
         return
     finished = os.path.join(output_dir, METADATA)
     _remove(finished)  # the folder stops looking finished before it changes
-    for artefact in _EXPORT_FILES:
-        source, target = os.path.join(staged, artefact), os.path.join(output_dir, artefact)
+    for artifact in _EXPORT_FILES:
+        source, target = os.path.join(staged, artifact), os.path.join(output_dir, artifact)
         if os.path.lexists(source):
             writers.put_in_place(source, target)
         else:
@@ -409,7 +399,7 @@ def export_folder(model, output_dir, *, formats=FORMATS, outputs=None, alpha=Non
         if int8_output:
             meta["int8"] = quantization.write_and_gate(
                 os.path.join(folder, ARTIFACTS["onnx"]),
-                os.path.join(folder, quantization.ARTEFACT), int8_data,
+                os.path.join(folder, quantization.ARTIFACT), int8_data,
                 output=int8_output, max_drop=max_int8_drop)
         runs.write_json(os.path.join(folder, METADATA), meta)
         return meta

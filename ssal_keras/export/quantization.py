@@ -21,10 +21,10 @@ import tempfile
 import numpy as np
 
 from ssal_keras.export import serving
-from ssal_keras.export.formats import ExportError
+from ssal_keras.export.writers import ExportError
 
 QUANTIZE_CHOICES = ("none", "int8")
-ARTEFACT = "model.int8.onnx"
+ARTIFACT = "model.int8.onnx"
 DEFAULT_MAX_DROP = 0.5
 """Largest top-1 drop, in points (0.5: from 92.0% to 91.5%), int8 may cost."""
 CALIBRATION_EXAMPLES = 256

@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-from ssal_keras.grouping.checks import _as_float_matrix, _check_choice, _check_int, _describe
+from ssal_keras.grouping.checks import as_float_matrix, check_choice, check_int, describe
 from ssal_keras.grouping.confusion import CRITERIA, confusion_distance
 
 TIE_BREAKS = ("random", "authors")
@@ -203,7 +203,7 @@ def _check_size_margin(size_margin):
     ):
         raise ValueError(
             f"size_margin must be a finite number >= 1 (groups are full at "
-            f"size_margin * C / num_groups labels); received size_margin={_describe(size_margin)}."
+            f"size_margin * C / num_groups labels); received size_margin={describe(size_margin)}."
         )
     return float(size_margin)
 
@@ -295,18 +295,18 @@ def balanced_grouping(
         ValueError: if an argument is invalid (the message names it and what is valid), or
             if `tie_break="authors"` leaves a group empty.
     """
-    dist = _as_float_matrix(distance, "distance")
+    dist = as_float_matrix(distance, "distance")
     num_labels = dist.shape[0]
-    k = _check_int(
+    k = check_int(
         num_groups, "num_groups", 1, num_labels, f" (the number of labels, {num_labels})"
     )
     size_margin = _check_size_margin(size_margin)
-    tie_break = _check_choice(tie_break, "tie_break", TIE_BREAKS)
-    criterion = _check_choice(criterion, "criterion", CRITERIA)
+    tie_break = check_choice(tie_break, "tie_break", TIE_BREAKS)
+    criterion = check_choice(criterion, "criterion", CRITERIA)
     if tie_break == "authors":
-        seed = _check_int(seed, "seed", 0, 2**32 - 1, " (a numpy.random.RandomState seed)")
+        seed = check_int(seed, "seed", 0, 2**32 - 1, " (a numpy.random.RandomState seed)")
     else:
-        seed = _check_int(seed, "seed", 0)
+        seed = check_int(seed, "seed", 0)
 
     dist = 0.5 * (dist + dist.T)  # Exactly symmetric: a + b == b + a in floating point.
     np.fill_diagonal(dist, 0.0)
@@ -342,7 +342,7 @@ def grouping_from_confusion(confusion, num_groups, *, criterion="join_similar",
     Returns:
         np.ndarray of int64, shape (C,).
     """
-    tie_break = _check_choice(tie_break, "tie_break", TIE_BREAKS)
+    tie_break = check_choice(tie_break, "tie_break", TIE_BREAKS)
     distance = confusion_distance(
         confusion, criterion, maximum="raw" if tie_break == "authors" else "symmetrised")
     return balanced_grouping(distance, num_groups, size_margin=size_margin, seed=seed,

@@ -1,19 +1,19 @@
 """Argument checks shared by the grouping modules: one-line ValueErrors naming the argument.
 
 Each check returns the value converted (an int, a float64 matrix) or raises a ValueError that
-names the argument, what was received (shortened by `_describe`) and what is valid.
+names the argument, what was received (shortened by `describe`) and what is valid.
 
 Example:
 
->>> _check_int(3, "num_groups", 1, 5)
+>>> check_int(3, "num_groups", 1, 5)
 3
->>> _check_choice("authors", "tie_break", ("random", "authors"))
+>>> check_choice("authors", "tie_break", ("random", "authors"))
 'authors'
->>> _check_choice("author", "tie_break", ("random", "authors"))
+>>> check_choice("author", "tie_break", ("random", "authors"))
 Traceback (most recent call last):
     ...
 ValueError: tie_break must be one of random, authors; received tie_break='author'.
->>> _as_float_matrix([[5, 1], [2, 7]], "confusion").tolist()
+>>> as_float_matrix([[5, 1], [2, 7]], "confusion").tolist()
 [[0.0, 1.0], [2.0, 0.0]]
 """
 
@@ -22,7 +22,7 @@ import numbers
 import numpy as np
 
 
-def _describe(value):
+def describe(value):
     """Short text for an argument value in an error message (no huge array dumps)."""
     if isinstance(value, np.ndarray):
         if value.size <= 8:
@@ -32,7 +32,7 @@ def _describe(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _as_float_matrix(matrix, name):
+def as_float_matrix(matrix, name):
     """Validates a 2-D square, finite (off the diagonal), non-negative matrix."""
     try:
         array = np.array(matrix, dtype=np.float64)
@@ -64,20 +64,23 @@ def _as_float_matrix(matrix, name):
     return array
 
 
-def _check_int(value, name, minimum, maximum=None, what=""):
+def check_int(value, name, minimum, maximum=None, what=""):
+    """Returns `value` as an int if it is an integer (not a bool) in `minimum..maximum`
+    (`maximum` None: no upper bound), else a one-line ValueError; `what` is appended to the
+    bound in the message."""
     valid = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
     if not valid or value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(
-            f"{name} must be an int {bound}{what}; received {name}={_describe(value)}."
+            f"{name} must be an int {bound}{what}; received {name}={describe(value)}."
         )
     return int(value)
 
 
-def _check_choice(value, name, choices):
+def check_choice(value, name, choices):
     """Returns `value` if it is one of the strings `choices`, else a one-line ValueError."""
     if not (isinstance(value, str) and value in choices):
         raise ValueError(
-            f"{name} must be one of {', '.join(choices)}; received {name}={_describe(value)}."
+            f"{name} must be one of {', '.join(choices)}; received {name}={describe(value)}."
         )
     return value

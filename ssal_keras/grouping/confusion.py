@@ -19,7 +19,7 @@ Example:
 
 import numpy as np
 
-from ssal_keras.grouping.checks import _as_float_matrix, _check_choice, _check_int
+from ssal_keras.grouping.checks import as_float_matrix, check_choice, check_int
 
 CRITERIA = ("join_similar", "split_similar")
 MAXIMA = ("symmetrised", "raw")
@@ -36,7 +36,7 @@ def confusion_matrix(labels, predictions, num_classes):
     Returns:
         np.ndarray of int64, shape (C, C); rows are true labels, columns predictions.
     """
-    num_classes = _check_int(num_classes, "num_classes", 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
     labels = np.asarray(labels).reshape(-1)
     predictions = np.asarray(predictions).reshape(-1)
     if labels.shape != predictions.shape:
@@ -92,9 +92,9 @@ def confusion_distance(confusion, criterion="join_similar", *, maximum="symmetri
         ValueError: if `confusion` is not a square non-negative matrix or `criterion` or
             `maximum` is unknown.
     """
-    criterion = _check_choice(criterion, "criterion", CRITERIA)
-    maximum = _check_choice(maximum, "maximum", MAXIMA)
-    counts = _as_float_matrix(confusion, "confusion")
+    criterion = check_choice(criterion, "criterion", CRITERIA)
+    maximum = check_choice(maximum, "maximum", MAXIMA)
+    counts = as_float_matrix(confusion, "confusion")
     off_diagonal = ~np.eye(counts.shape[0], dtype=bool)
     if criterion == "join_similar" and maximum == "raw":
         # The authors' order of operations: subtract from the raw maximum, then symmetrise.

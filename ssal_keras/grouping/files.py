@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from ssal_keras import runs
-from ssal_keras.grouping.checks import _check_int
+from ssal_keras.grouping.checks import check_int
 
 
 def _integer_ids(grouping, name):
@@ -95,7 +95,7 @@ def validate_grouping(grouping, *, num_classes=None, name="grouping"):
             received and what is valid.
     """
     if num_classes is not None:
-        num_classes = _check_int(num_classes, "num_classes", 1)
+        num_classes = check_int(num_classes, "num_classes", 1)
     array = _integer_ids(grouping, name)
     _check_contiguous(array, name)
     if num_classes is not None and array.size != num_classes:

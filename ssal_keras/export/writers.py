@@ -303,7 +303,7 @@ class Writer:
     """One export format: how it is written and checked, and where it lies in an export folder.
 
     Attributes:
-        artefact: str. Its path inside an export folder (``bundle.ARTIFACTS``).
+        artifact: str. Its path inside an export folder (``bundle.ARTIFACTS``).
         write: callable. ``write(model, path, names[, opset=])``: the unchecked graph.
         check: callable. ``check(model, path, names, tolerance=)``: ``compare``'s figures.
         takes_opset: bool. Whether ``write`` takes an ONNX ``opset`` (recorded in reports).
@@ -312,7 +312,7 @@ class Writer:
             versions ``export.json`` records.
     """
 
-    artefact: str
+    artifact: str
     write: Callable
     check: Callable
     takes_opset: bool = False
