@@ -291,8 +291,10 @@ def forward_flops(model):
     """Forward FLOPs of one image: 2 x multiply-adds of every Conv2D and Dense layer."""
     import keras
 
+    from ssal_keras.modeling import graph
+
     total = 0
-    for layer in model._flatten_layers(include_self=False):
+    for layer in graph.all_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             _, height, width, channels = layer.output.shape
             kh, kw = layer.kernel_size

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import ssal_keras
-from ssal_keras.modeling import joint
+from ssal_keras.modeling import joint, loaded_configs
 from ssal_keras.training import distribute
 from ssal_keras.training.config import RunConfig
 
@@ -128,7 +128,7 @@ def _classifier_units(units):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_set("branches", 0, "grouping", value=[0] * (joint.MAX_CLASSES + 1)),
+    (_set("branches", 0, "grouping", value=[0] * (loaded_configs.MAX_CLASSES + 1)),
      "branches[0].grouping in the model config must be a list of group ids of at most "
      "1,000,000 classes"),
     (_set("branches", 0, "grouping", value=[0, 0, 1, 10**12]),
@@ -155,7 +155,7 @@ def test_joint_prediction_config_is_bounded():
     with pytest.raises(ValueError, match=r"groupings\[0\] in the JointPrediction config must be "
                                          "a list of group ids; a path is refused"):
         joint.JointPrediction.from_config({**layer.get_config(), "groupings": ["/etc/hostname"]})
-    many = [np.zeros(joint.MAX_CLASSES, "int64")] * 11  # 11 million ids, each grouping legal
+    many = [np.zeros(loaded_configs.MAX_CLASSES, "int64")] * 11  # 11 million ids, each legal
     with pytest.raises(ValueError, match="over 10,000,000 group ids in all"):
         joint.JointPrediction.from_config({**layer.get_config(), "groupings": many})
 

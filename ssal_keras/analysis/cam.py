@@ -9,17 +9,13 @@ left out), upsampled to the input's size.
 import keras
 from keras import ops
 
-from ssal_keras.modeling import outputs
+from ssal_keras.modeling import graph, outputs
 
 _FEATURES = "cam_features"
 
 # Layers that pass the base classifier's probabilities through unchanged in meaning: the
 # SSALModel's ``base`` Identity, a separate softmax.
 _PASS_THROUGH = (keras.layers.Identity, keras.layers.Activation, keras.layers.Softmax)
-
-
-def _producer(tensor):
-    return tensor._keras_history[0]
 
 
 def base_classifier_layers(model):
@@ -30,10 +26,10 @@ def base_classifier_layers(model):
         ValueError: when the base output is not ``dense(global_average_pooling(features))``.
     """
     base = outputs.outputs_by_name(model.output)[outputs.BASE]
-    layer = _producer(base)
+    layer = graph.producing_layer(model, base)
     while isinstance(layer, _PASS_THROUGH):
-        layer = _producer(layer.input)
-    pooling = _producer(layer.input) if isinstance(layer, keras.layers.Dense) else None
+        layer = graph.producing_layer(model, layer.input)
+    pooling = graph.producing_layer(model, layer.input) if isinstance(layer, keras.layers.Dense) else None
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
         found = type(layer).__name__ if pooling is None else type(pooling).__name__
         raise ValueError(

@@ -1,28 +1,16 @@
 """The joint prediction: base and auxiliary softmaxes fused into one (docs/method.md, section 1)."""
 
-import numbers
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
 from ssal_keras import grouping as grouping_lib
-from ssal_keras.modeling import names
+from ssal_keras.modeling import loaded_configs, names
 
 # Probabilities are clamped here before the logarithm: the smallest normal float32. Softmax
 # outputs below it only occur for logit gaps over ~87, where float32 has no digits left anyway.
 _SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
-
-# Caps on what a loaded config (a .keras file from anywhere) may ask for, checked before
-# anything is allocated: a config of a few bytes must not make the loader allocate gigabytes.
-MAX_CLASSES = 1_000_000
-"""Most classes (group ids in one grouping) a loaded model or JointPrediction config may have."""
-MAX_BRANCHES = 256
-"""Most groupings (branches) a loaded config may have."""
-MAX_GROUP_IDS = 10_000_000
-"""Most group ids a loaded config may hold in all its groupings together."""
-
 
 def _as_groupings(groupings):
     if isinstance(groupings, np.ndarray) and groupings.ndim == 1:
@@ -42,67 +30,6 @@ def _as_groupings(groupings):
             "group id per class of the same classifier."
         )
     return checked
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def check_config_grouping(grouping, name, where="model"):
-    """Checks one grouping of a loaded config is an inline list of ids of bounded size.
-
-    A config may come from an untrusted ``.keras`` file, so nothing here opens a file or
-    allocates in proportion to a number in it (``validate_grouping`` checks the ids after).
-
-    Args:
-        grouping: the config's value: a list (or tuple, or 1-D int array) of group ids.
-        name: str. How the grouping is called in the message, e.g. ``"branches[0].grouping"``.
-        where: str. Whose config it is, for the message: ``"model"``, ``"JointPrediction"``.
-
-    Returns:
-        int. The number of classes of the grouping.
-
-    Raises:
-        ValueError: a path or any other non-list, over ``MAX_CLASSES`` entries, entries that
-            are not ints, or a group id not below the number of classes.
-    """
-    head = f"{name} in the {where} config must be a list of group ids"
-    if isinstance(grouping, (str, bytes, os.PathLike)):
-        raise ValueError(f"{head}; a path is refused when loading a model (a .keras file "
-                         "never reads other files).")
-    array_ok = isinstance(grouping, np.ndarray) and grouping.ndim == 1 and (
-        grouping.dtype.kind in "iu")
-    if not (array_ok or isinstance(grouping, (list, tuple))):
-        raise ValueError(f"{head}; received {type(grouping).__name__}.")
-    if len(grouping) > MAX_CLASSES:
-        raise ValueError(f"{head} of at most {MAX_CLASSES:,} classes (joint.MAX_CLASSES); "
-                         f"received {len(grouping):,} ids.")
-    if not array_ok and not all(_is_int(g) for g in grouping):
-        bad = next(g for g in grouping if not _is_int(g))
-        raise ValueError(f"{head}, whole numbers; received an entry {bad!r:.40}.")
-    top = (grouping.max() if array_ok else max(grouping)) if len(grouping) else -1
-    if top >= len(grouping):
-        raise ValueError(f"{name} in the {where} config has group id {int(top)} but "
-                         f"{len(grouping)} classes; group ids are below the number of classes.")
-    return len(grouping)
-
-
-def check_config_groupings(groupings, name, where="model"):
-    """Checks the groupings of a loaded config with ``check_config_grouping``, and their count
-    (``MAX_BRANCHES``) and total size (``MAX_GROUP_IDS``); ``name`` has a ``{}`` for the index.
-    """
-    if not isinstance(groupings, (list, tuple)) or len(groupings) > MAX_BRANCHES:
-        received = (f"{len(groupings):,}" if isinstance(groupings, (list, tuple))
-                    else type(groupings).__name__)
-        raise ValueError(f"the {where} config must hold a list of at most {MAX_BRANCHES} "
-                         f"groupings (joint.MAX_BRANCHES); received {received}.")
-    total = 0
-    for index, grouping in enumerate(groupings):
-        total += check_config_grouping(grouping, name.format(index), where)
-        if total > MAX_GROUP_IDS:
-            raise ValueError(
-                f"the groupings in the {where} config hold over {MAX_GROUP_IDS:,} group ids "
-                f"in all (joint.MAX_GROUP_IDS); refused before allocating.")
 
 
 def validate_alpha(alpha):
@@ -187,7 +114,8 @@ class JointPrediction(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         """The layer of ``get_config``'s dict, its groupings bounded first (a loaded file)."""
-        check_config_groupings(config.get("groupings"), "groupings[{}]", "JointPrediction")
+        loaded_configs.check_groupings(config.get("groupings"), "groupings[{}]",
+                                       "JointPrediction")
         return super().from_config(config)
 
     def get_config(self):

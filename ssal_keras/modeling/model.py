@@ -7,7 +7,6 @@ classifier (multi-task); at inference the softmaxes are fused into the joint pre
 
 import contextlib
 import dataclasses
-import numbers
 import os
 
 import keras
@@ -15,29 +14,12 @@ import numpy as np
 from keras import ops
 
 from ssal_keras import grouping as grouping_lib
-from ssal_keras.modeling import backbones, heads, joint
+from ssal_keras.modeling import backbones, graph, heads, loaded_configs
 from ssal_keras.modeling.joint import JointPrediction, validate_alpha
 from ssal_keras.modeling.losses import SparseCrossentropy
 from ssal_keras.modeling.names import BASE, JOINT, aux_name
 
 OBJECTIVES = ("multitask", "joint")
-
-# Caps on the numbers of a loaded model config (a .keras file from anywhere), checked before
-# Keras builds anything: far above any real network, far below what exhausts memory. The
-# groupings' caps are joint.MAX_CLASSES, MAX_BRANCHES and MAX_GROUP_IDS.
-MAX_WIDTH = 65_536
-"""Most filters or units of a loaded head block or backbone conv (classifiers: MAX_CLASSES)."""
-_MAX_HEAD_BLOCKS = 64
-# Per block kind, the cap of each argument in order (cbr: filters, kernel; padding and stride
-# allocate nothing); se's reduction only shrinks the block.
-_HEAD_CAPS = {"cbr": (MAX_WIDTH, 64), "dense": (MAX_WIDTH,), "inception_e": (64,),
-              "inception_c_smaller": (64,), "inception_d_smaller": (64,),
-              "inception_e_smaller": (64,)}
-# Keras layer-config keys whose numbers size a weight.
-_BACKBONE_CAPS = {"units": joint.MAX_CLASSES, "input_dim": joint.MAX_CLASSES,
-                  "filters": MAX_WIDTH, "output_dim": MAX_WIDTH, "kernel_size": 64,
-                  "depth_multiplier": 64}
-
 
 @dataclasses.dataclass
 class Branch:
@@ -105,7 +87,7 @@ def _global_policy(name):
 
 
 def _base_is_softmax(backbone):
-    layer = backbone.output._keras_history.operation
+    layer = graph.producing_layer(backbone, backbone.output)
     activation = getattr(layer, "activation", None)
     return isinstance(layer, keras.layers.Softmax) or (
         activation is not None and getattr(activation, "__name__", "") == "softmax"
@@ -113,7 +95,7 @@ def _base_is_softmax(backbone):
 
 
 def _check_backbone(backbone):
-    if not isinstance(backbone, keras.Model) or not hasattr(backbone, "_nodes_by_depth"):
+    if not graph.is_functional(backbone):
         raise ValueError(
             f"backbone must be a functional keras.Model (built with keras.Input); received "
             f"{type(backbone).__name__}. Subclassed models have no layer graph to tap."
@@ -126,7 +108,7 @@ def _check_backbone(backbone):
     if len(backbone.output.shape) != 2 or not _base_is_softmax(backbone):
         raise ValueError(
             f"backbone output must be softmax class probabilities of shape (batch, classes); "
-            f"its output layer {backbone.output._keras_history.operation.name!r} gives shape "
+            f"its output layer {graph.producing_layer(backbone, backbone.output).name!r} gives shape "
             f"{tuple(backbone.output.shape)}. End the backbone in Dense(C, activation='softmax')."
         )
 
@@ -359,74 +341,14 @@ class SSALModel(keras.Model):
     def from_config(cls, config):
         """The model of ``get_config``'s dict, e.g. in ``keras.saving.load_model``.
 
-        The config may come from an untrusted ``.keras`` file, so it is checked before anything
-        is built, whatever ``safe_mode``: groupings must be inline lists of ids (no file is
-        ever opened), and the sizes it asks for stay under the caps (``joint.MAX_CLASSES``,
-        ``MAX_WIDTH``, ...). Each refusal is one ValueError naming the entry.
+        The config may come from an untrusted ``.keras`` file, so ``loaded_configs`` checks it
+        before anything is built, whatever ``safe_mode``: inline groupings (no file is ever
+        opened) and sizes under its caps; each refusal is one ValueError naming the entry.
         """
         config = dict(config)
         branches = config.pop("branches", None)
-        _check_branch_configs(branches)
-        _check_backbone_config(config.get("backbone"))
+        loaded_configs.check_branches(branches, [f.name for f in dataclasses.fields(Branch)])
+        loaded_configs.check_backbone(config.get("backbone"))
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone", None))
         branches = [Branch(**b) for b in branches]
         return cls(backbone, branches, **config)
-
-
-def _check_branch_configs(branches):
-    """Checks a loaded config's branches: dicts of ``Branch`` fields, inline groupings and
-    heads under the caps, before any is built (so ``Branch`` never sees a path)."""
-    if not isinstance(branches, (list, tuple)) or not all(isinstance(b, dict) for b in branches):
-        raise ValueError("branches in the model config must be a list of dicts of Branch "
-                         "fields (Branch.get_config).")
-    fields = [f.name for f in dataclasses.fields(Branch)]
-    for index, branch in enumerate(branches):
-        unknown = sorted(set(branch) - set(fields))
-        if unknown:
-            raise ValueError(f"branches[{index}] in the model config has no field "
-                             f"{unknown[0]!r}; fields: {', '.join(fields)}.")
-    joint.check_config_groupings([b.get("grouping") for b in branches],
-                                 "branches[{}].grouping")
-    for index, branch in enumerate(branches):
-        _check_head_config(branch.get("head"), f"branches[{index}].head")
-
-
-def _check_head_config(head, name):
-    """Bounds a loaded head layout's blocks and their numbers (``_HEAD_CAPS``); None and preset
-    names are left to ``Branch`` (presets are the paper's sizes)."""
-    if head is None or isinstance(head, str):
-        return
-    if not isinstance(head, (list, tuple)) or len(head) > _MAX_HEAD_BLOCKS:
-        raise ValueError(f"{name} in the model config must be a list of at most "
-                         f"{_MAX_HEAD_BLOCKS} blocks.")
-    for block in head:
-        kind, args = heads.parse_block(block)
-        for value, cap in zip(args, _HEAD_CAPS.get(kind, ())):
-            if value > cap:
-                raise ValueError(f"{name} block {block!r} in the model config asks for {value}; "
-                                 f"a loaded model allows at most {cap} there (refused before "
-                                 "allocating).")
-
-
-def _check_backbone_config(config):
-    """Bounds the sizes in a loaded backbone config (``_BACKBONE_CAPS``: units, which make the
-    number of classes, filters, kernels) before Keras builds, and so allocates, its layers."""
-    def too_big(value, cap):
-        values = value if isinstance(value, (list, tuple)) else [value]
-        return any(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > cap
-                   for v in values)
-
-    containers = (dict, list, tuple)
-    stack = [("backbone", config)] if isinstance(config, containers) else []
-    while stack:  # a loop, not recursion: the config's depth is the file's choice
-        path, node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in items:
-            cap = _BACKBONE_CAPS.get(key) if isinstance(node, dict) else None
-            if cap is not None and too_big(value, cap):
-                raise ValueError(
-                    f"{path}.{key}={value!r:.60} in the model config is over {cap:,}, the cap "
-                    "for a loaded model (refused before allocating).")
-            if isinstance(value, containers):  # only containers: a long list costs no paths
-                stack.append((f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]",
-                              value))

@@ -11,6 +11,8 @@ import warnings
 import keras
 import tensorflow as tf
 
+from ssal_keras.modeling import graph
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -134,6 +136,6 @@ def synchronize_batch_norm(model):
 
     With them, training on N replicas computes what one device would on the same global batch.
     """
-    for layer in model._flatten_layers(include_self=False):
+    for layer in graph.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True

@@ -19,7 +19,7 @@ import json
 import keras
 from keras import layers
 
-from ssal_keras.modeling import blocks
+from ssal_keras.modeling import blocks, graph
 from ssal_keras.modeling.backbones import common
 
 # The layers ``from_keras_cv`` adds around the backbone's graph (``common.model_input`` and
@@ -38,7 +38,7 @@ def _check_backbone(backbone):
         raise ValueError(
             f"from_keras_cv needs a keras_cv backbone with pyramid_level_inputs; received {what}.")
     # A subclassed model has no graph to replay (``model.py`` asks the same of a backbone).
-    if not hasattr(backbone, "_nodes_by_depth") or len(backbone.inputs) != 1:
+    if not graph.is_functional(backbone) or len(backbone.inputs) != 1:
         raise ValueError(
             f"from_keras_cv needs a functional keras_cv backbone with one image input; "
             f"received {type(backbone).__name__} {backbone.name!r}.")
