@@ -7,6 +7,7 @@ runs data uses tiny variants or a single image.
 
 import functools
 import os
+import sys
 
 import keras
 import numpy as np
@@ -15,6 +16,9 @@ import pytest
 import ssal_keras
 from ssal_keras.modeling import backbones
 from ssal_keras.modeling.backbones import Tap
+
+# The module (the package's name ``taps`` is its function that lists a model's taps).
+taps_module = sys.modules["ssal_keras.modeling.backbones.taps"]
 
 _NUM_CLASSES = {
     "resnet18_tiny_imagenet": 200,
@@ -558,3 +562,54 @@ def test_resolved_options_are_what_build_uses():
     assert options["dropout_rate"] == 0.2 and options["style"].bn_epsilon == 1.1e-5
     options = backbones.registry.resolved_options("wrn_28_10", downsample="stride")
     assert options["downsample"] == "stride"
+
+
+# --- declared taps (issue 21) ----------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_every_builder_declares_its_taps_in_depth_order(name):
+    model = _big(name)
+    declared = getattr(model, taps_module.DECLARED)
+    assert declared and backbones.taps(model) == {t.name: t for t in declared}
+    # The declaration says what the layer names have always said.
+    assert backbones.taps(model) == taps_module.inferred_taps(model)
+    strides = [t.stride for t in declared]
+    assert strides == sorted(strides)
+
+
+def _two_maps():
+    inputs = keras.Input((8, 8, 3))
+    fine = keras.layers.Conv2D(4, 3, padding="same", name="fine")(inputs)
+    coarse = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="coarse")(fine)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(coarse)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(pooled))
+
+
+def test_declare_refuses_a_missing_layer_and_a_shrinking_stride():
+    model = _two_maps()
+    backbones.declare_taps(model, [("early", "fine"), ("late", "coarse")])
+    assert backbones.taps(model) == {"early": Tap("early", "fine", 4, 1),
+                                     "late": Tap("late", "coarse", 6, 2)}
+    with pytest.raises(ValueError, match="tap 'x' of .* names layer 'nope', which is not a "
+                                         "4-D feature map"):
+        backbones.declare_taps(_two_maps(), [("x", "nope")])
+    with pytest.raises(ValueError, match="tap 'x' of .* names layer 'gap'"):
+        backbones.declare_taps(_two_maps(), [("x", "gap")])
+    with pytest.raises(ValueError, match="tap 'early' of .* has stride 1, below the 2 of a tap "
+                                         "before it; declare taps in depth order"):
+        backbones.declare_taps(_two_maps(), [("late", "coarse"), ("early", "fine")])
+
+
+def test_an_ssal_model_carries_its_backbones_declared_taps(tmp_path):
+    """A declared name no layer name gives ("early") resolves again in the loaded model, and
+    a hostile backbone_taps entry is one error."""
+    backbone = backbones.declare_taps(_two_maps(), [("early", "fine"), ("late", "coarse")])
+    model = ssal_keras.SSALModel(backbone, [ssal_keras.Branch(tap="early", grouping=[0, 0, 1])])
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert backbones.declared_layout(restored.backbone) == [("early", "fine"), ("late", "coarse")]
+    images = np.random.default_rng(4).random((2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored(images)["joint"]),
+                                  keras.ops.convert_to_numpy(model(images)["joint"]))
+    with pytest.raises(ValueError, match="backbone_taps in the model config must be a list"):
+        ssal_keras.SSALModel.from_config({**model.get_config(), "backbone_taps": "early"})

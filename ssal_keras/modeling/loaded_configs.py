@@ -25,6 +25,8 @@ MAX_GROUP_IDS = 10_000_000
 MAX_WIDTH = 65_536
 """Most filters or units of a loaded head block or backbone conv (classifiers: MAX_CLASSES)."""
 MAX_HEAD_BLOCKS = 64
+MAX_TAPS = 4096
+"""Most declared taps a loaded backbone may have (DenseNet-BC 190 declares 99)."""
 # Per block kind, the cap of each argument in order (cbr: filters, kernel; padding and stride
 # allocate nothing); se's reduction only shrinks the block.
 _HEAD_CAPS = {"cbr": (MAX_WIDTH, 64), "dense": (MAX_WIDTH,), "inception_e": (64,),
@@ -154,3 +156,15 @@ def check_backbone(config):
             if isinstance(value, containers):  # only containers: a long list costs no paths
                 stack.append((f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]",
                               value))
+
+
+def check_taps(layout):
+    """Checks a loaded config's declared taps: a list of at most ``MAX_TAPS`` pairs of names
+    ``[tap_name, layer_name]``; returns them as tuples (``taps.declare`` checks the layers)."""
+    if not isinstance(layout, (list, tuple)) or len(layout) > MAX_TAPS or not all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2
+            and all(isinstance(name, str) and len(name) <= 256 for name in pair)
+            for pair in layout):
+        raise ValueError(f"backbone_taps in the model config must be a list of at most "
+                         f"{MAX_TAPS} [tap name, layer name] pairs of names.")
+    return [tuple(pair) for pair in layout]

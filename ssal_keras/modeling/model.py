@@ -335,6 +335,8 @@ class SSALModel(keras.Model):
             "alpha": self.alpha,
             "objective": self.objective,
             "heads_dtype_policy": self.heads_dtype_policy,
+            # The taps the backbone's builder declared: a rebuilt backbone declares them again.
+            "backbone_taps": [list(pair) for pair in backbones.declared_layout(self.backbone)],
         }
 
     @classmethod
@@ -349,6 +351,10 @@ class SSALModel(keras.Model):
         branches = config.pop("branches", None)
         loaded_configs.check_branches(branches, [f.name for f in dataclasses.fields(Branch)])
         loaded_configs.check_backbone(config.get("backbone"))
+        # Files saved before taps were declared (issue 21) have none: names are inferred.
+        layout = loaded_configs.check_taps(config.pop("backbone_taps", []))
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone", None))
+        if layout:
+            backbones.declare_taps(backbone, layout)
         branches = [Branch(**b) for b in branches]
         return cls(backbone, branches, **config)

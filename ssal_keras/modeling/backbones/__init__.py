@@ -5,9 +5,10 @@
 family builders (``preact_resnet``, ``wide_resnet``, ``densenet_bc``, ``torchvision_resnet``) take
 keyword-only arguments and build any variant, including tiny ones for tests;
 ``resnet50_keras_applications`` is Keras's own ResNet50; ``from_keras_cv`` makes a keras-cv
-backbone a classifier tapped at its pyramid levels (``"P2"``, ``"P3"``, ...). ``taps(model)``
-lists a model's named feature maps with their channels and stride; ``resolve_tap(model, tap)``
-finds one by tap or layer name.
+backbone a classifier tapped at its pyramid levels (``"P2"``, ``"P3"``, ...). Each builder
+declares its taps as it builds (``declare_taps``); ``taps(model)`` lists a model's named
+feature maps with their channels and stride (inferred from layer names for a model that
+declares none); ``resolve_tap(model, tap)`` finds one by tap or layer name.
 """
 
 from ssal_keras.modeling.backbones.densenet import (
@@ -25,7 +26,8 @@ from ssal_keras.modeling.backbones.resnet import (
     resnet50_keras_applications,
     torchvision_resnet,
 )
-from ssal_keras.modeling.backbones.taps import Tap, resolve_tap, taps
+from ssal_keras.modeling.backbones.taps import Tap, declared_layout, resolve_tap, taps
+from ssal_keras.modeling.backbones.taps import declare as declare_taps
 from ssal_keras.modeling.backbones.wrn import AUTHORS_WRN_STYLE, WIDE_RESNET_SPECS, wide_resnet
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "Tap",
     "WIDE_RESNET_SPECS",
     "build",
+    "declare_taps",
+    "declared_layout",
     "densenet_bc",
     "from_keras_cv",
     "preact_resnet",

@@ -30,6 +30,7 @@ from keras import layers
 
 from ssal_keras.modeling import blocks
 from ssal_keras.modeling.backbones import common
+from ssal_keras.modeling.backbones.taps import declare, staged_layout
 
 # The authors' Keras DenseNet (docs/authors_settings.md, sections 5, 6 and 9.4): bias-free
 # orthogonal convs (train.py:237, 249), a glorot_uniform classifier, BatchNorm epsilon 1.1e-5 and
@@ -140,5 +141,6 @@ def densenet_bc(
     x = blocks.bn_relu(x, style=style, name="post")
     outputs = common.classifier(x, num_classes=num_classes, style=style)
 
-    # Functional model.
-    return keras.Model(inputs, outputs, name=name)
+    # Functional model, with its taps.
+    return declare(keras.Model(inputs, outputs, name=name),
+                   staged_layout([layers_per_block] * 3, transitions=2))

@@ -26,6 +26,7 @@ from keras import layers
 
 from ssal_keras.modeling import blocks
 from ssal_keras.modeling.backbones import common
+from ssal_keras.modeling.backbones.taps import declare, staged_layout
 
 # The authors' Keras ResNet (docs/authors_settings.md, section 9.1, ResNet_aux_tf.py): convs keep
 # Keras's default bias and he_normal (TF 1.x: truncated) init, the classifier is he_normal too, and
@@ -216,8 +217,9 @@ def preact_resnet(
     x = blocks.bn_relu(x, style=style, name="post")
     outputs = common.classifier(x, num_classes=num_classes, style=style)
 
-    # Functional model.
-    return keras.Model(inputs, outputs, name=name)
+    # Functional model, with its taps.
+    return declare(keras.Model(inputs, outputs, name=name),
+                   staged_layout(stage_blocks))
 
 
 # torchvision's ResNet as the authors' ImageNet runs used it (docs/authors_settings.md, sections 5,
@@ -329,8 +331,13 @@ def torchvision_resnet(
             )
     outputs = common.classifier(x, num_classes=num_classes, style=style)
 
-    # Functional model.
-    return keras.Model(inputs, outputs, name=name)
+    # Functional model, with its taps.
+    return declare(keras.Model(inputs, outputs, name=name),
+                   staged_layout(stage_blocks))
+
+
+#: Blocks in each stage of ``keras.applications.ResNet50`` (its ``conv2`` ... ``conv5``).
+KERAS_RESNET50_BLOCKS = (3, 4, 6, 3)
 
 
 def resnet50_keras_applications(
@@ -340,7 +347,7 @@ def resnet50_keras_applications(
     """``keras.applications.ResNet50(weights=None)``: Keras's v1 layout (stride on the first
     1x1 conv, conv biases), 25,636,712 parameters for 1000 classes. Not the authors' network
     (that is ``torchvision_resnet``); kept for users who start from Keras's model. Layer names
-    are Keras's (``conv2_block3_out`` ...); ``taps`` maps them onto the friendly names
+    are Keras's (``conv2_block3_out`` ...); the model declares them under the friendly names
     (``stem`` = ``pool1_pool``, ``stage1`` = ``conv2_block3_out``, ...).
 
     Args:
@@ -371,4 +378,7 @@ def resnet50_keras_applications(
         classes=num_classes,
         classifier_activation="softmax",
     )
-    return keras.Model(inputs, base.output, name=name)
+    # Keras's stage conv{s+1} is our stage s; its stem ends in the max pool (stride 4).
+    return declare(keras.Model(inputs, base.output, name=name), staged_layout(
+        KERAS_RESNET50_BLOCKS, stem="pool1_pool", block_layer="conv{s}_block{b}_out",
+        first_stage=2))

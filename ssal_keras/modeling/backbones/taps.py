@@ -1,7 +1,12 @@
 """Feature taps: named positions in a backbone where an auxiliary head can be attached.
 
 Every tap records its channels and stride (as timm's ``FeatureInfo`` does), so a head never
-has to guess. Friendly names, ordered by depth:
+has to guess. Each backbone builder of this package declares its taps as it builds
+(``declare``, as KerasHub's ``pyramid_outputs`` and timm's ``feature_info``): the
+declaration is checked (every layer exists and gives a 4-D map; strides never shrink with
+depth) and travels with an ``SSALModel``'s ``.keras`` file. Names are inferred from layer
+names only for models that declare none: a user's own model, or a ``.keras`` file saved before
+declarations existed (issue 21). Friendly names, ordered by depth:
 
 * ``stem``: the end of the stem (layer ``stem_out``);
 * ``stage{s}_block{b}``: the output of block ``b`` of stage ``s`` (``stage{s}_block{b}_out``;
@@ -23,6 +28,9 @@ Besides these names, ``resolve_tap`` accepts the name of any layer with a 4-D ou
 
 import re
 from typing import NamedTuple, Optional
+
+#: The attribute of a model that holds its declared taps (a tuple of ``Tap``).
+DECLARED = "declared_taps"
 
 _OUR_BLOCK = re.compile(r"^stage(\d+)_block(\d+)_out$")
 _OUR_TRANSITION = re.compile(r"^transition(\d+)_out$")
@@ -126,8 +134,85 @@ def _friendly_names(layer_names):
     return pairs
 
 
+def staged_layout(stage_blocks, *, transitions=0, stem="stem_out",
+                  block_layer="stage{s}_block{b}_out", first_stage=1):
+    """The ``declare`` layout of a staged network: ``stem``, then for each stage ``s`` its
+    blocks ``stage{s}_block{b}``, the stage's end ``stage{s}`` (its last block) and, for the
+    first ``transitions`` stages, ``transition{s}`` (layer ``transition{s}_out``, DenseNet).
+
+    Args:
+        stage_blocks: sequence of int. Blocks in each stage.
+        transitions: int. Stages followed by a transition.
+        stem: str. The layer ending the stem.
+        block_layer: str. The layer of block ``b`` of stage ``s``, a format with ``{s}`` (the
+            stage's number in the layer names) and ``{b}``.
+        first_stage: int. The number layer names give the first stage (Keras's ResNet50: 2,
+            ``conv2``), while tap names count from 1.
+    """
+    layout = [("stem", stem)]
+    for s, count in enumerate(stage_blocks, start=1):
+        names = [block_layer.format(s=s + first_stage - 1, b=b) for b in range(1, count + 1)]
+        layout += [(f"stage{s}_block{b}", n) for b, n in enumerate(names, start=1)]
+        layout.append((f"stage{s}", names[-1]))
+        if s <= transitions:
+            layout.append((f"transition{s}", f"transition{s}_out"))
+    return layout
+
+
+def declare(model, layout):
+    """Records the taps of ``model`` (one of its builders calls this as it builds).
+
+    Args:
+        model: keras.Model. The functional backbone.
+        layout: sequence of ``(tap_name, layer_name)``, ordered by depth.
+
+    Returns:
+        ``model``, holding its taps as ``DECLARED``.
+
+    Raises:
+        ValueError: a layer that is missing or not a 4-D feature map, or a stride smaller
+            than the one before it (a layout out of depth order).
+    """
+    input_height = _input_height(model)
+    declared = []
+    for tap_name, layer_name in layout:
+        try:
+            shape = _output_shape(model.get_layer(layer_name))
+        except ValueError:
+            shape = None
+        if shape is None or len(shape) != 4:
+            raise ValueError(f"tap {tap_name!r} of {model.name} names layer {layer_name!r}, "
+                             "which is not a 4-D feature map of the model; declare the layer "
+                             "that outputs the tapped map.")
+        tap = _make_tap(tap_name, layer_name, shape, input_height)
+        previous = next((t.stride for t in reversed(declared) if t.stride), None)
+        if tap.stride and previous and tap.stride < previous:
+            raise ValueError(f"tap {tap_name!r} of {model.name} has stride {tap.stride}, below "
+                             f"the {previous} of a tap before it; declare taps in depth order.")
+        declared.append(tap)
+    setattr(model, DECLARED, tuple(declared))
+    return model
+
+
+def declared_layout(model):
+    """``[(tap_name, layer_name), ...]`` of the taps ``model`` declares (empty if none): what
+    an ``SSALModel`` saves so that its loaded backbone declares them again."""
+    return [(t.name, t.layer_name) for t in getattr(model, DECLARED, ())]
+
+
+def inferred_taps(model):
+    """The taps a model that declares none gets from its layer names (module docstring)."""
+    features = dict(_feature_layers(model))
+    input_height = _input_height(model)
+    return {
+        tap_name: _make_tap(tap_name, layer_name, features[layer_name], input_height)
+        for tap_name, layer_name in _friendly_names(list(features))
+    }
+
+
 def taps(model):
-    """The named feature taps of a functional model, ordered by depth.
+    """The named feature taps of a functional model, ordered by depth: those it declares,
+    else those inferred from its layer names.
 
     Example::
 
@@ -142,12 +227,10 @@ def taps(model):
     Returns:
         dict of str to Tap. Friendly tap names (see the module docstring) to taps.
     """
-    features = dict(_feature_layers(model))
-    input_height = _input_height(model)
-    return {
-        tap_name: _make_tap(tap_name, layer_name, features[layer_name], input_height)
-        for tap_name, layer_name in _friendly_names(list(features))
-    }
+    declared = getattr(model, DECLARED, None)
+    if declared:
+        return {t.name: t for t in declared}
+    return inferred_taps(model)
 
 
 def resolve_tap(model, tap):

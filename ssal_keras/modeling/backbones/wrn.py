@@ -32,6 +32,7 @@ from keras import layers
 
 from ssal_keras.modeling import blocks
 from ssal_keras.modeling.backbones import common
+from ssal_keras.modeling.backbones.taps import declare, staged_layout
 
 DOWNSAMPLING = ("max_pool", "stride")
 
@@ -158,5 +159,6 @@ def wide_resnet(
             )
     outputs = common.classifier(x, num_classes=num_classes, style=style)
 
-    # Functional model.
-    return keras.Model(inputs, outputs, name=name)
+    # Functional model, with its taps.
+    return declare(keras.Model(inputs, outputs, name=name),
+                   staged_layout([blocks_per_group] * 3))
