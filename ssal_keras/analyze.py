@@ -33,9 +33,10 @@ import numpy as np
 from absl import flags
 
 from ssal_keras import cli, data, runs
-from ssal_keras.runs import reader
-from ssal_keras.analysis import attacks, cam, error_analysis, plots, scoring, summary
+from ssal_keras.analysis import attacks, cam, error_analysis, plots, summary
+from ssal_keras.evaluation import scoring
 from ssal_keras.modeling import outputs
+from ssal_keras.runs import reader
 
 COMMANDS = ("cam", "adversarial", "errors", "summary", "curves")
 #: The commands that take several ``--model_dir``.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssal_keras import runs as run_files
+from ssal_keras.runs import reader
 from ssal_keras.analysis import attacks, cam, error_analysis
 from ssal_keras.modeling.model import aux_name
 from ssal_keras.training import RunConfig, train
@@ -225,7 +225,7 @@ def test_bim_at_epsilon_0_03_costs_a_fashion_mnist_model_a_quarter_of_its_accura
 
 
 def test_attacks_stay_in_the_epsilon_ball_and_the_pixel_range(runs):
-    model = run_files.load(runs["ssal"][0]).model
+    model = reader.load(runs["ssal"][0]).model
     images = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype("float32")
     images[:, :4] = 0.0
     images[:, -4:] = 255.0
@@ -262,7 +262,7 @@ def test_cam_command_writes_the_figure_and_its_json(runs, analysed):
 
 
 def test_cam_maps_have_the_input_size_and_are_not_constant(runs):
-    run = run_files.load(runs["ssal"][0])
+    run = reader.load(runs["ssal"][0])
     dataset, _ = run.load_data()
     from ssal_keras import data
 

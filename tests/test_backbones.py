@@ -6,8 +6,10 @@ runs data uses tiny variants or a single image.
 """
 
 import functools
+import json
 import os
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -576,6 +578,24 @@ def test_every_builder_declares_its_taps_in_depth_order(name):
     assert strides == sorted(strides)
 
 
+@pytest.mark.parametrize("variant", list(TINY))
+def test_every_family_variant_declares_what_inference_gives(variant):
+    model = TINY[variant]()
+    assert getattr(model, taps_module.DECLARED)
+    assert backbones.taps(model) == taps_module.inferred_taps(model)
+
+
+@pytest.mark.parametrize("name", ["resnet50_cifar", "densenet_bc_100_12",
+                                  "resnet50_keras_applications"])
+def test_a_users_model_declares_nothing_and_gets_inferred_taps(name):
+    """The graph of one of ours rebuilt as a user would (a keras.applications ResNet among
+    them): nothing is declared, and inference still names the same taps."""
+    ours = _big(name)
+    users = keras.Model(ours.inputs, ours.outputs)
+    assert getattr(users, taps_module.DECLARED, None) is None
+    assert backbones.taps(users) == backbones.taps(ours)
+
+
 def _two_maps():
     inputs = keras.Input((8, 8, 3))
     fine = keras.layers.Conv2D(4, 3, padding="same", name="fine")(inputs)
@@ -613,3 +633,26 @@ def test_an_ssal_model_carries_its_backbones_declared_taps(tmp_path):
                                   keras.ops.convert_to_numpy(model(images)["joint"]))
     with pytest.raises(ValueError, match="backbone_taps in the model config must be a list"):
         ssal_keras.SSALModel.from_config({**model.get_config(), "backbone_taps": "early"})
+
+
+def test_a_model_file_saved_before_declared_taps_still_loads(tmp_path):
+    """A .keras file without ``backbone_taps`` (saved before issue 21) loads, its backbone's
+    taps inferred from the layer names as they were then."""
+    backbone = TINY["wrn"]()
+    model = ssal_keras.SSALModel(backbone, [ssal_keras.Branch(tap="stage2", grouping=[0, 1] * 5)])
+    path, old = os.path.join(tmp_path, "m.keras"), os.path.join(tmp_path, "old.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(old, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                document = json.loads(data)
+                del document["config"]["backbone_taps"]
+                data = json.dumps(document)
+            zout.writestr(item, data)
+    restored = keras.saving.load_model(old, safe_mode=True)
+    assert backbones.declared_layout(restored.backbone) == []
+    assert backbones.taps(restored.backbone) == backbones.taps(backbone)
+    images = np.random.default_rng(5).random((2, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored(images)["joint"]),
+                                  keras.ops.convert_to_numpy(model(images)["joint"]))

@@ -142,8 +142,13 @@ def _classifier_units(units):
     (_set("branches", 0, "head", value=["gap", "dense(1000000000)"]), "at most 65536"),
     (_set("branches", 0, "evil", value=1), "branches[0] in the model config has no field 'evil'"),
     (_classifier_units(10**9), "units=1000000000 in the model config is over 1,000,000"),
+    (_set("backbone_taps", value=[["c", "c"]] * (loaded_configs.MAX_TAPS + 1)),
+     "backbone_taps in the model config must be a list of at most 4096"),
+    (_set("backbone_taps", value=[["x", "nope"]]),
+     "names layer 'nope', which is not a 4-D feature map"),
 ], ids=["long_grouping", "huge_group_id", "float_id", "dict_grouping", "many_branches",
-        "huge_conv", "huge_dense", "unknown_field", "huge_num_classes"])
+        "huge_conv", "huge_dense", "unknown_field", "huge_num_classes", "many_taps",
+        "missing_tap_layer"])
 def test_absurd_configs_are_refused_before_allocating(saved_model, tmp_path, edit, message):
     error = load_error(rewrite(saved_model, tmp_path / "absurd.keras", edit))
     assert isinstance(error, ValueError) and message in str(error), repr(error)

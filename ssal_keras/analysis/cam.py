@@ -29,7 +29,9 @@ def base_classifier_layers(model):
     layer = graph.producing_layer(model, base)
     while isinstance(layer, _PASS_THROUGH):
         layer = graph.producing_layer(model, layer.input)
-    pooling = graph.producing_layer(model, layer.input) if isinstance(layer, keras.layers.Dense) else None
+    pooling = None
+    if isinstance(layer, keras.layers.Dense):
+        pooling = graph.producing_layer(model, layer.input)
     if not isinstance(pooling, keras.layers.GlobalAveragePooling2D):
         found = type(layer).__name__ if pooling is None else type(pooling).__name__
         raise ValueError(

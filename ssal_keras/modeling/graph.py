@@ -6,11 +6,10 @@ import keras
 
 
 def is_functional(model):
-    """Whether ``model`` is a functional (or Sequential) ``keras.Model``: a layer graph that
-    can be tapped, which a subclassed model is not."""
-    # Keras 3 exports no class or predicate for "has a layer graph"; the graph's node table
-    # is what every functional model has and a subclassed one lacks.
-    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+    """Whether ``model`` is a functional ``keras.Model`` (built from ``keras.Input``): a layer
+    graph that can be tapped, which a subclassed model or a ``Sequential`` is not."""
+    # ``keras.Function`` (public) is the graph every functional model is built on.
+    return isinstance(model, keras.Model) and isinstance(model, keras.Function)
 
 
 def all_layers(model):

@@ -1,6 +1,5 @@
 """The joint prediction: base and auxiliary softmaxes fused into one (docs/method.md, section 1)."""
 
-
 import keras
 import numpy as np
 from keras import ops
@@ -11,6 +10,7 @@ from ssal_keras.modeling import loaded_configs, names
 # Probabilities are clamped here before the logarithm: the smallest normal float32. Softmax
 # outputs below it only occur for logit gaps over ~87, where float32 has no digits left anyway.
 _SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
+
 
 def _as_groupings(groupings):
     if isinstance(groupings, np.ndarray) and groupings.ndim == 1:

@@ -21,6 +21,7 @@ from ssal_keras.modeling.names import BASE, JOINT, aux_name
 
 OBJECTIVES = ("multitask", "joint")
 
+
 @dataclasses.dataclass
 class Branch:
     """One SSAL branch: where it taps the backbone, what it predicts and how much it counts.
@@ -106,9 +107,10 @@ def _check_backbone(backbone):
             f"{len(backbone.inputs)} input(s) and {len(backbone.outputs)} output(s)."
         )
     if len(backbone.output.shape) != 2 or not _base_is_softmax(backbone):
+        output_layer = graph.producing_layer(backbone, backbone.output)
         raise ValueError(
             f"backbone output must be softmax class probabilities of shape (batch, classes); "
-            f"its output layer {graph.producing_layer(backbone, backbone.output).name!r} gives shape "
+            f"its output layer {output_layer.name!r} gives shape "
             f"{tuple(backbone.output.shape)}. End the backbone in Dense(C, activation='softmax')."
         )
 

@@ -21,6 +21,7 @@ from keras import layers
 
 from ssal_keras.modeling import blocks, graph
 from ssal_keras.modeling.backbones import common
+from ssal_keras.modeling.backbones.taps import declare
 
 # The layers ``from_keras_cv`` adds around the backbone's graph (``common.model_input`` and
 # ``common.classifier`` name them); a backbone layer of the same name would clash.
@@ -106,7 +107,8 @@ def from_keras_cv(backbone, *, num_classes, normalization=None, name=None):
 
     The result is flat: the backbone's layers themselves (shared, not copied, so pretrained
     weights are kept and training the classifier trains ``backbone``), each pyramid level
-    followed by an ``Identity`` layer named after it (``"P2"``, ``"P3"``, ...: the taps), then
+    followed by an ``Identity`` layer named after it (``"P2"``, ``"P3"``, ...: the taps it
+    declares), then
     ``avg_pool`` (global average pooling) and ``predictions`` (dense softmax, float32), as
     the project's own backbones end.
 
@@ -184,4 +186,6 @@ def from_keras_cv(backbone, *, num_classes, normalization=None, name=None):
             f"input to its output.")
     outputs = common.classifier(replayed.output, num_classes=num_classes,
                                 style=blocks.LayerStyle())
-    return keras.Model(inputs, outputs, name=name or backbone.name)
+    # Its taps: the pyramid levels, in the order the graph reached them (depth order).
+    return declare(keras.Model(inputs, outputs, name=name or backbone.name),
+                   [(level, level) for level in tapped])
