@@ -35,7 +35,9 @@ def _fresh_keras_state():
     """Each test starts from a cleared Keras session and a fixed seed."""
     import keras
 
-    keras.backend.clear_session()
+    # Without its full garbage collection (free_memory), which cost ~0.3 s a test: a fifth
+    # of the suite's time. Python's collector still frees the dropped models in its own time.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     yield
 

@@ -8,6 +8,7 @@ run it, and its JSON and PNG files are checked against what the run's own metric
 import json
 import os
 import re
+import subprocess
 
 import keras
 import numpy as np
@@ -84,14 +85,17 @@ def analysed(runs):
     """Runs ``errors``, ``adversarial`` (FGSM and BIM) and ``cam`` on the seed-0 SSAL run, and
     the attacks on the baseline, into the runs' own ``analysis/`` folders."""
     ssal, baseline = runs["ssal"][0], runs["baseline"][0]
-    results = {"errors": _ok(analyze("errors", f"--model_dir={ssal}")),
-               "cam": _ok(analyze("cam", f"--model_dir={ssal}", "--num_images=6"))}
+    commands = {"errors": ("errors", f"--model_dir={ssal}"),
+                "cam": ("cam", f"--model_dir={ssal}", "--num_images=6")}
     for attack, epsilons in (("fgsm", "0,0.02"), ("bim", "0.03,0")):
         for kind, folder in (("ssal", ssal), ("baseline", baseline)):
-            results[f"{attack}_{kind}"] = _ok(analyze(
-                "adversarial", f"--model_dir={folder}", f"--attack={attack}",
-                f"--epsilons={epsilons}"))
-    return results
+            commands[f"{attack}_{kind}"] = ("adversarial", f"--model_dir={folder}",
+                                            f"--attack={attack}", f"--epsilons={epsilons}")
+    # Side by side (each writes its own files): every start-up imports TensorFlow.
+    finished = run_clis_at_once({name: ("ssal_keras.analyze", *args)
+                                 for name, args in commands.items()})
+    return {name: _ok(subprocess.CompletedProcess(commands[name], *result))
+            for name, result in finished.items()}
 
 
 # --- errors: the authors' error analysis and the alpha sweep --------------------------------
