@@ -15,6 +15,7 @@ setup(
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "numpy>=1.26,<3",
+        "scipy>=1.11",  # temperature scaling's one-parameter fit (evaluation/calibration.py)
         "absl-py>=2.1",
         # TensorFlow 2.21 no longer pulls it in; tf.summary needs it for the training logs.
         "tensorboard>=2.19",
