@@ -14,7 +14,9 @@ Modules (every public name is re-exported here, e.g. ``grouping.balanced_groupin
   (``TIE_BREAKS``, ``TIE_RTOL``);
 - ``confusion``: ``confusion_matrix``, ``confusion_distance`` (``CRITERIA``, ``MAXIMA``);
 - ``files``: ``validate_grouping``, ``group_sizes``, ``save_grouping``, ``load_grouping``;
-- ``checks``: the argument checks the others share.
+- ``checks``: the argument checks the others share;
+- ``advisor``: ``advise`` (will SSAL help, and with how many groups, from a baseline's
+  held-out predictions; BUILD_NOTES.md, "SSAL advisor").
 
 NumPy only; nothing here imports TensorFlow or Keras.
 
