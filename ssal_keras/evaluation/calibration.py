@@ -12,36 +12,20 @@ so (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017).
   probabilities (docs/method.md, section 1), so dividing its logs by ``T`` is the same
   scaling.
 
-NumPy and SciPy only: it scores predictions already made.
+NumPy and SciPy only (and the shared input check of ``grouping.checks``): it scores
+predictions already made.
 """
 
 import numpy as np
 from scipy import optimize
+
+from ssal_keras.grouping.checks import check_predictions
 
 ECE_BINS = 15
 # log T is searched in [-LOG_T_BOUND, LOG_T_BOUND]: T from 1/20 to 20, far beyond the
 # 0.5..3 trained networks need; an optimum on the bound means the fit did not converge.
 LOG_T_BOUND = 3.0
 _SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
-
-
-def _checked(probabilities, labels):
-    """``(probabilities as float64 (n, C), labels as int (n,))``, checked."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    labels = np.asarray(labels)
-    if probabilities.ndim != 2 or probabilities.shape[0] == 0:
-        raise ValueError(f"probabilities must be a non-empty (examples, classes) array; "
-                         f"received shape {probabilities.shape}.")
-    if labels.shape != probabilities.shape[:1] or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be {probabilities.shape[0]} integer class ids, one per "
-                         f"row of probabilities; received {labels.dtype} of shape "
-                         f"{labels.shape}.")
-    if labels.min() < 0 or labels.max() >= probabilities.shape[1]:
-        raise ValueError(f"labels must be class ids in 0..{probabilities.shape[1] - 1}; "
-                         f"received {labels.min()}..{labels.max()}.")
-    if not np.all(np.isfinite(probabilities)) or probabilities.min() < 0:
-        raise ValueError("probabilities must be finite and >= 0 (a softmax output).")
-    return probabilities, labels.astype(np.int64)
 
 
 def apply_temperature(probabilities, temperature):
@@ -57,14 +41,14 @@ def apply_temperature(probabilities, temperature):
 
 def negative_log_likelihood(probabilities, labels):
     """Mean ``-log p(label)`` (natural log)."""
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = check_predictions(probabilities, labels)
     chosen = probabilities[np.arange(len(labels)), labels]
     return float(-np.mean(np.log(np.maximum(chosen, _SMALLEST_PROBABILITY))))
 
 
 def brier_score(probabilities, labels):
     """Mean over examples of ``sum_c (p_c - [c == label])^2`` (0 is perfect, 2 the worst)."""
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = check_predictions(probabilities, labels)
     one_hot = np.zeros_like(probabilities)
     one_hot[np.arange(len(labels)), labels] = 1.0
     return float(np.mean(np.sum((probabilities - one_hot) ** 2, axis=-1)))
@@ -73,7 +57,7 @@ def brier_score(probabilities, labels):
 def reliability_bins(probabilities, labels, bins=ECE_BINS):
     """The top-1 confidence sorted into ``bins`` equal-mass bins (sizes differ by at most one):
     ``(mean confidence, accuracy, examples)`` of each, from the least confident up."""
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = check_predictions(probabilities, labels)
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ValueError(f"bins must be an integer >= 1; received {bins!r}.")
     confidence = probabilities.max(axis=-1)
@@ -100,7 +84,7 @@ def fit_temperature(probabilities, labels):
         ValueError: bad input, or an optimum on the search bound (``T`` below 1/20 or above
             20): the probabilities carry no usable confidence to rescale.
     """
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = check_predictions(probabilities, labels)
     logits = np.log(np.maximum(probabilities, _SMALLEST_PROBABILITY))
     rows = np.arange(len(labels))
 

@@ -18,7 +18,7 @@ NumPy only: it reads predictions already made.
 import numpy as np
 
 from ssal_keras.grouping.balanced import grouping_from_confusion
-from ssal_keras.grouping.checks import check_int
+from ssal_keras.grouping.checks import check_int, check_predictions
 from ssal_keras.grouping.confusion import confusion_matrix
 
 #: The head the simulation fuses is this much better than the base's implied group accuracy.
@@ -28,18 +28,6 @@ REPEATS = 20
 #: SSAL is advised when the best gain's mean minus 2 SE is above this (0.1 points).
 MIN_GAIN = 0.001
 _SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
-
-
-def _checked(probabilities, labels):
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    labels = np.asarray(labels)
-    if (probabilities.ndim != 2 or labels.shape != probabilities.shape[:1]
-            or labels.dtype.kind not in "iu" or not len(labels)
-            or labels.min() < 0 or labels.max() >= probabilities.shape[1]):
-        raise ValueError(f"the held-out predictions must be (examples, classes) probabilities "
-                         f"with one class id per example; received shapes "
-                         f"{probabilities.shape} and {labels.shape}.")
-    return probabilities, labels.astype(np.int64)
 
 
 def simulate_gain(probabilities, labels, grouping, head_accuracy, alpha, *, repeats=REPEATS,
@@ -53,7 +41,7 @@ def simulate_gain(probabilities, labels, grouping, head_accuracy, alpha, *, repe
     follow the base's confusions); the rest is spread evenly over the other groups. Fusion
     as ``JointPrediction``: ``argmax_c log p_base(c) + alpha * log p_head(g(c))``.
     """
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = check_predictions(probabilities, labels)
     grouping = np.asarray(grouping, dtype=np.int64)
     groups = int(grouping.max()) + 1
     if not 1.0 / groups < head_accuracy < 1.0:
@@ -95,7 +83,7 @@ def advise(probabilities, labels, num_groups, *, alpha, criterion="join_similar"
         ``implied_group_accuracy``, ``head_accuracy``, ``simulated_gain``, ``gain_se``),
         ``best`` (the K advised, or None) and ``verdict`` (one line).
     """
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = check_predictions(probabilities, labels)
     classes = probabilities.shape[1]
     predicted = probabilities.argmax(-1)
     confusion = confusion_matrix(labels, predicted, classes)

@@ -84,3 +84,24 @@ def check_choice(value, name, choices):
             f"{name} must be one of {', '.join(choices)}; received {name}={describe(value)}."
         )
     return value
+
+
+def check_predictions(probabilities, labels):
+    """``(probabilities as float64 (examples, classes), labels as int64)``: a model's
+    probabilities and the true class of each example, checked (shared by the advisor and the
+    calibration scores)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+        raise ValueError(f"probabilities must be a non-empty (examples, classes) array; "
+                         f"received shape {probabilities.shape}.")
+    if labels.shape != probabilities.shape[:1] or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {probabilities.shape[0]} integer class ids, one "
+                         f"class id per example; received {labels.dtype} of shape "
+                         f"{labels.shape}.")
+    if labels.min() < 0 or labels.max() >= probabilities.shape[1]:
+        raise ValueError(f"labels must be class ids in 0..{probabilities.shape[1] - 1}, one "
+                         f"class id per example; received {labels.min()}..{labels.max()}.")
+    if not np.all(np.isfinite(probabilities)) or probabilities.min() < 0:
+        raise ValueError("probabilities must be finite and >= 0 (a softmax output).")
+    return probabilities, labels.astype(np.int64)
