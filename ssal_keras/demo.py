@@ -81,9 +81,9 @@ def recipe_path(path):
 
 
 def read_recipe(path):
-    """The ``Recipe`` of the flagfile ``path``: a Fashion-MNIST SSAL recipe that states its
-    backbone, alpha and branches (grouping files, or ``--groupings=auto`` with
-    ``--num_groups``); not a paper model.
+    """The ``Recipe`` of the flagfile ``path``: a Fashion-MNIST SSAL recipe (grouping files, or
+    ``--groupings=auto`` with ``--num_groups``), not a paper model; what it leaves unsaid is
+    resolved as the trainer resolves it (``RunConfig.resolve()``).
 
     Raises:
         ValueError: naming the recipe, when it is not one the demo can run.
@@ -267,8 +267,9 @@ def run():
     recipe = read_recipe(recipe_path(_RECIPE.value))
     config = recipe.config
     seed = config.seed if _SEED.value is None else _SEED.value
-    print(f"recipe {_RECIPE.value}: {recipe.run.backbone.name}, branches: {recipe.branches_text()}; "
-          f"groups {', '.join(map(str, recipe.group_counts))}", flush=True)
+    print(f"recipe {_RECIPE.value}: {recipe.run.backbone.name}, branches: "
+          f"{recipe.branches_text()}; groups {', '.join(map(str, recipe.group_counts))}",
+          flush=True)
     keras.utils.set_random_seed(seed)
     (fit_images, fit_labels), held, (test_images, test_labels) = _load_images(
         _DATA_DIR.value or config.data_dir, seed)
